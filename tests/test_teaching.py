@@ -1,0 +1,102 @@
+"""The embedded teaching SAM: shipped checkpoint, training steps, resuming."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import samlib  # noqa: F401  (registers the torchvision ops shim first)
+from samlib import teaching
+from samlib.errors import CheckpointUnavailableError
+from samlib.scenes import generate_scene
+
+TINY = teaching.TeachingConfig(
+    img_size=64,
+    patch_size=8,
+    encoder_dim=32,
+    encoder_depth=1,
+    encoder_heads=2,
+    encoder_global_attn=(0,),
+    window_size=0,
+    prompt_dim=16,
+    decoder_depth=1,
+    decoder_mlp_dim=32,
+    decoder_heads=2,
+    mask_in_chans=8,
+    iou_head_hidden=16,
+)
+
+
+def _tiny_settings(**kw: object) -> teaching.TrainSettings:
+    base = teaching.TrainSettings(
+        batch_images=2, prompts_per_image=2, pool_size=4, pool_refresh=1, warmup_steps=1, config=TINY
+    )
+    return replace(base, **kw)
+
+
+def test_build_uses_meta_classes_and_config_shapes() -> None:
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam
+
+    sam = teaching.build_teaching_sam(TINY)
+    assert isinstance(sam, Sam)
+    assert isinstance(sam.image_encoder, ImageEncoderViT)
+    assert isinstance(sam.prompt_encoder, PromptEncoder)
+    assert isinstance(sam.mask_decoder, MaskDecoder)
+    emb = sam.image_encoder(torch.zeros(1, 3, 64, 64))
+    assert emb.shape == (1, 16, 8, 8)
+
+
+@pytest.mark.skipif(not teaching.TEACHING_CHECKPOINT.is_file(), reason="no shipped teaching checkpoint yet")
+def test_shipped_checkpoint_loads_small_and_beats_box_baseline() -> None:
+    assert teaching.TEACHING_CHECKPOINT.stat().st_size <= 10 * 2**20
+    sam = samlib.load_sam("teaching")
+    assert not sam.training
+    r = teaching.evaluate_domain(sam, "source", n_scenes=12, corrections=1)
+    # The filled box is what a box prompt gives for free; a model that learnt anything beats it.
+    assert r["box_iou"] > r["box_baseline_iou"] + 0.03, r
+
+
+def test_missing_checkpoint_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointUnavailableError, match="python -m samlib.teaching train"):
+        teaching.load_teaching_sam(tmp_path / "nope.pt")
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    sam = teaching.build_teaching_sam(TINY).train()
+    settings = _tiny_settings()
+    scenes = [generate_scene("source", 64, seed) for seed in (1, 2)]
+    opt = torch.optim.AdamW(sam.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        # The same seed every step gives the same prompts: the loss can only fall by learning.
+        result = teaching.training_step(sam, scenes, settings, np.random.default_rng(0), pos_weight=2.0)
+        opt.zero_grad()
+        result.loss.backward()
+        opt.step()
+        losses.append(result.loss.item())
+    # Measured: 1.68 -> 1.59 in 12 steps, falling at every step.
+    assert losses[-1] < 0.97 * losses[0], losses
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+
+
+def test_training_resumes_from_checkpoint_and_exports(tmp_path: Path) -> None:
+    out = tmp_path / "t.pt"
+    teaching.train(_tiny_settings(steps=2, checkpoint_every=1), out, resume=False)
+    first = torch.load(out, map_location="cpu", weights_only=True)
+    assert first["step"] == 2
+    teaching.train(_tiny_settings(steps=4, checkpoint_every=1), out, resume=True)
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    assert state["step"] == 4
+    changed = [k for k in state["model"] if not torch.equal(state["model"][k], first["model"][k])]
+    assert changed, "resumed training did not update any weight"
+    log = out.with_suffix(".log.jsonl").read_text().splitlines()
+    assert len(log) == 4
+    shipped = teaching.export(out, tmp_path / "ship.pt")
+    sam = teaching.load_teaching_sam(shipped)
+    assert sam.image_encoder.img_size == 64
+    assert next(sam.parameters()).dtype == torch.float32
