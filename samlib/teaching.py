@@ -297,11 +297,19 @@ def _upsample(sam: Sam, low: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- losses
 
 
-def _mask_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:
-    """Per-mask BCE (object pixels weighted ``pos_weight``) + dice; logits and target (..., H, W)."""
-    w = 1.0 + (pos_weight - 1.0) * target
-    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w).mean((-2, -1))
-    bce = bce / w.mean((-2, -1))
+def _mask_loss(logits: torch.Tensor, target: torch.Tensor, balance: float) -> torch.Tensor:
+    """Per-mask class-balanced BCE + dice; logits and target (..., H, W), target in [0, 1].
+
+    With ``balance`` = 1 object pixels get the weight that gives them the same total as the
+    background (capped at 30x); ``balance`` = 0 is plain BCE. Training anneals 1 -> 0: at the start
+    the balance keeps the model from the all-background solution, later plain BCE sharpens boundaries.
+    """
+    n_pos = target.sum((-2, -1), keepdim=True)
+    n_neg = target[..., :1, :1].new_tensor(target.shape[-1] * target.shape[-2]) - n_pos
+    pos_weight = 1 + balance * ((n_neg / n_pos.clamp(min=1)).clamp(1, 30) - 1)
+    w = 1 + (pos_weight - 1) * target
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w).sum((-2, -1))
+    bce = bce / w.sum((-2, -1))
     p = torch.sigmoid(logits)
     inter = (p * target).sum((-2, -1))
     dice = 1 - (2 * inter + 1) / (p.sum((-2, -1)) + target.sum((-2, -1)) + 1)
@@ -332,8 +340,7 @@ class TrainSettings:
     lr: float = 8e-4
     weight_decay: float = 0.05
     warmup_steps: int = 250
-    pos_weight_start: float = 4.0
-    pos_weight_decay_steps: int = 1500
+    balance_decay_steps: int = 1500
     pool_size: int = 768
     pool_refresh: int = 3
     checkpoint_every: int = 200
@@ -359,7 +366,7 @@ def training_step(
     scenes: Sequence[Scene],
     settings: TrainSettings,
     rng: np.random.Generator,
-    pos_weight: float,
+    balance: float,
 ) -> TrainStepResult:
     """Loss over one batch of scenes (not yet back-propagated: ``loss`` carries the graph)."""
     device = sam.pixel_mean.device
@@ -385,7 +392,7 @@ def training_step(
                 outs, ious_p = low[:, 1:], iou_pred[:, 1:]
             else:
                 outs, ious_p = low[:, :1], iou_pred[:, :1]
-            per_out = _mask_loss(outs, gt_low.expand_as(outs), pos_weight)  # (K, M)
+            per_out = _mask_loss(outs, gt_low.expand_as(outs), balance)  # (K, M)
             best = per_out.argmin(1)
             true_iou = _iou_of(outs.detach(), gt_low.expand_as(outs))
             losses.append(per_out.gather(1, best[:, None]).mean() + F.mse_loss(ious_p, true_iou))
@@ -437,9 +444,9 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
     while step < total:
         for g in opt.param_groups:
             g["lr"] = settings.lr * _lr_factor(step, total, settings.warmup_steps)
-        pos_w = 1 + (settings.pos_weight_start - 1) * max(0.0, 1 - step / settings.pos_weight_decay_steps)
+        balance = max(0.0, 1 - step / settings.balance_decay_steps)
         with autocast:
-            stats = training_step(sam, pool.draw(settings.batch_images), settings, rng, pos_w)
+            stats = training_step(sam, pool.draw(settings.batch_images), settings, rng, balance)
         opt.zero_grad(set_to_none=True)
         stats.loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)

@@ -74,7 +74,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch() -> None:
     losses = []
     for _ in range(12):
         # The same seed every step gives the same prompts: the loss can only fall by learning.
-        result = teaching.training_step(sam, scenes, settings, np.random.default_rng(0), pos_weight=2.0)
+        result = teaching.training_step(sam, scenes, settings, np.random.default_rng(0), balance=1.0)
         opt.zero_grad()
         result.loss.backward()
         opt.step()

@@ -1,0 +1,349 @@
+"""Loading SAM models: Meta's official checkpoints (downloaded and verified), the book's teaching model,
+or a checkpoint file on disk.
+
+Checkpoints are cached in :func:`cache_dir` (env ``SAMLIB_CACHE``, else ``$XDG_CACHE_HOME/samlib`` or
+``~/.cache/samlib``). With ``SAMLIB_OFFLINE=1`` samlib never touches the network; it then only uses files
+already in the cache, and says where to put one by hand when it is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import importlib
+import os
+import re
+import tempfile
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import Sam
+from tqdm.auto import tqdm
+
+from samlib.errors import CheckpointUnavailableError, InvalidInputError
+from samlib.utils import resolve_device
+
+__all__ = [
+    "SAM_CHECKPOINTS",
+    "CheckpointSpec",
+    "cache_dir",
+    "checkpoint_path",
+    "download_checkpoint",
+    "infer_sam_arch",
+    "load_sam",
+    "model_name",
+    "sha256_file",
+]
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """An official SAM checkpoint: builder name, download URL and expected sha256 (None: not checked)."""
+
+    arch: str
+    url: str
+    sha256: str | None
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+# sha256 values as published alongside these URLs by several independent projects (e.g. micro-sam's
+# pooch registry, micro_sam/util.py); the URLs are those of the segment-anything README.
+SAM_CHECKPOINTS: dict[str, CheckpointSpec] = {
+    "vit_h": CheckpointSpec(
+        "vit_h",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+    ),
+    "vit_l": CheckpointSpec(
+        "vit_l",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+    ),
+    "vit_b": CheckpointSpec(
+        "vit_b",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+    ),
+}
+
+# (number of image-encoder blocks, embedding dim) -> builder name.
+_ARCH_BY_SHAPE = {(12, 768): "vit_b", (24, 1024): "vit_l", (32, 1280): "vit_h"}
+_DOWNLOAD_TIMEOUT_S = 10.0
+_CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+    """Where checkpoints are cached.
+
+    ``$SAMLIB_CACHE``, else ``$XDG_CACHE_HOME/samlib``, else ``~/.cache/samlib``. The directory is
+    not created here (only when something is downloaded).
+    """
+    env = os.environ.get("SAMLIB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "samlib"
+
+
+def _spec(name: str) -> CheckpointSpec:
+    try:
+        return SAM_CHECKPOINTS[name]
+    except KeyError:
+        raise InvalidInputError(
+            f"Unknown SAM checkpoint {name!r}; known: {', '.join(sorted(SAM_CHECKPOINTS))}."
+        ) from None
+
+
+def checkpoint_path(name: str) -> Path:
+    """Path of official checkpoint ``name`` ("vit_b", "vit_l", "vit_h") in the cache (may not exist yet)."""
+    return cache_dir() / "checkpoints" / _spec(name).filename
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _offline() -> bool:
+    return os.environ.get("SAMLIB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _manual_instructions(spec: CheckpointSpec, path: Path) -> str:
+    sha = spec.sha256 or "(not recorded: the file's hash is not checked)"
+    return (
+        f"Download it by hand from\n  {spec.url}\n"
+        f"(expected sha256: {sha})\n"
+        f"and place it at\n  {path}\n"
+        "or set SAMLIB_CACHE to a directory whose checkpoints/ folder holds it."
+    )
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _verified(path: Path, expected: str | None) -> str | None:
+    """None if ``path`` has the expected hash, else its actual sha256.
+
+    Hashing a 2.4 GB file takes seconds, so a successful check is remembered in a small marker file
+    next to it, keyed by size and modification time.
+    """
+    if expected is None:
+        return None
+    stat = path.stat()
+    stamp = f"{expected} {stat.st_size} {stat.st_mtime_ns}"
+    marker = _marker(path)
+    try:
+        if marker.read_text().strip() == stamp:
+            return None
+    except OSError:
+        pass
+    actual = sha256_file(path)
+    if actual != expected:
+        return actual
+    try:
+        marker.write_text(stamp + "\n")
+    except OSError:  # read-only cache: just hash again next time
+        pass
+    return None
+
+
+def download_checkpoint(name: str, progress: bool = True, timeout: float = _DOWNLOAD_TIMEOUT_S) -> Path:
+    """Return the path of official checkpoint ``name``, downloading and verifying it if needed.
+
+    A cached file is returned only if its sha256 matches. A download goes to a temporary file in the
+    cache directory, is verified, then renamed into place atomically, so no partial file is ever left at
+    the final path. With env ``SAMLIB_OFFLINE=1`` the network is not tried.
+
+    Raises:
+      CheckpointUnavailableError: offline, network failure, or hash mismatch. The message gives the URL,
+        the expected sha256 and the exact path where the file can be placed by hand.
+    """
+    spec = _spec(name)
+    path = checkpoint_path(name)
+    if path.is_file():
+        actual = _verified(path, spec.sha256)
+        if actual is None:
+            return path
+        raise CheckpointUnavailableError(
+            f"The cached checkpoint {path} has sha256 {actual}, but {spec.filename} should have "
+            f"{spec.sha256}: the file is corrupt or a different model. Delete it to download again.\n"
+            + _manual_instructions(spec, path)
+        )
+    if _offline():
+        raise CheckpointUnavailableError(
+            f"SAM checkpoint {name!r} is not in the cache and SAMLIB_OFFLINE is set, so it was not "
+            "downloaded.\n" + _manual_instructions(spec, path)
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointUnavailableError(
+            f"Cannot create the cache directory {path.parent}: {e}.\n" + _manual_instructions(spec, path)
+        ) from e
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not progress
+            ) as bar:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        actual = digest.hexdigest()
+        if spec.sha256 is not None and actual != spec.sha256:
+            raise CheckpointUnavailableError(
+                f"Downloaded {spec.url} but its sha256 is {actual}, expected {spec.sha256} "
+                "(truncated or altered download).\n" + _manual_instructions(spec, path)
+            )
+        os.replace(tmp, path)
+    except CheckpointUnavailableError:
+        raise
+    except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts, HTTP, disk full
+        raise CheckpointUnavailableError(
+            f"Could not download SAM checkpoint {name!r} ({type(e).__name__}: {e}).\n"
+            + _manual_instructions(spec, path)
+        ) from e
+    finally:
+        tmp.unlink(missing_ok=True)  # no-op after a successful os.replace
+    if spec.sha256 is not None:
+        stat = path.stat()
+        try:
+            _marker(path).write_text(f"{spec.sha256} {stat.st_size} {stat.st_mtime_ns}\n")
+        except OSError:
+            pass
+    return path
+
+
+def infer_sam_arch(state_dict: Mapping[str, Any]) -> str:
+    """Guess "vit_b", "vit_l" or "vit_h" from a SAM state dict (encoder block count and width)."""
+    blocks = {
+        int(m.group(1)) for key in state_dict if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", key))
+    }
+    weight = state_dict.get("image_encoder.patch_embed.proj.weight")
+    if not blocks or not isinstance(weight, torch.Tensor):
+        raise InvalidInputError(
+            "This state dict is not a SAM checkpoint: it has no 'image_encoder.blocks.*' / "
+            "'image_encoder.patch_embed.proj.weight' entries."
+        )
+    depth, dim = max(blocks) + 1, int(weight.shape[0])
+    try:
+        return _ARCH_BY_SHAPE[(depth, dim)]
+    except KeyError:
+        raise InvalidInputError(
+            f"SAM checkpoint with {depth} encoder blocks of width {dim} matches none of vit_b (12x768), "
+            "vit_l (24x1024), vit_h (32x1280). Teaching-size checkpoints must be saved as a dict with a "
+            "'config' key (see samlib.teaching)."
+        ) from None
+
+
+def _build_sam(arch: str) -> Sam:
+    """An untrained SAM of the given architecture (weights are loaded separately)."""
+    return sam_model_registry[arch](checkpoint=None)
+
+
+def _load_state(sam: Sam, state_dict: Mapping[str, Any], source: str) -> None:
+    try:
+        sam.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        raise InvalidInputError(f"The weights in {source} do not fit the model: {first_line}") from e
+
+
+def _read_checkpoint(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors of many types: report them as one clear error
+        raise InvalidInputError(
+            f"Could not read checkpoint {path} with torch.load(weights_only=True): "
+            f"{type(e).__name__}: {e}. It must be a state dict (or a dict with 'model'/'state_dict'), "
+            "or a teaching checkpoint with a 'config' key."
+        ) from e
+
+
+def _teaching_loader() -> Any:
+    try:
+        return importlib.import_module("samlib.teaching").load_teaching_sam
+    except (ImportError, AttributeError) as e:
+        raise InvalidInputError(
+            "The teaching model needs samlib.teaching.load_teaching_sam, which is not available here "
+            f"({type(e).__name__}: {e})."
+        ) from e
+
+
+def _set_name(sam: Sam, name: str) -> None:
+    setattr(sam, "samlib_name", name)  # noqa: B010  (Sam declares no such attribute)
+
+
+def load_sam(name: str = "teaching", device: str | torch.device | None = None) -> Sam:
+    """Load a SAM model in eval mode on ``device`` (None: :func:`samlib.utils.default_device`).
+
+    Arguments:
+      name (str): "vit_b", "vit_l" or "vit_h" (Meta's checkpoints, downloaded to :func:`cache_dir`);
+        "teaching" (the book's small model, :func:`samlib.teaching.load_teaching_sam`); or the path of a
+        ``.pth``/``.pt`` file: an official-style SAM state dict (architecture inferred) or a teaching
+        checkpoint (a dict with a "config" key).
+
+    Returns:
+      (Sam): the model, with ``sam.samlib_name`` set (used as the embedding-cache key).
+    """
+    dev = resolve_device(device)
+    if name in SAM_CHECKPOINTS:
+        path = download_checkpoint(name)
+        sam = _build_sam(SAM_CHECKPOINTS[name].arch)
+        _load_state(sam, _read_checkpoint(path), str(path))
+        _set_name(sam, name)
+    elif name == "teaching":
+        sam = _teaching_loader()(device=dev)
+        _set_name(sam, getattr(sam, "samlib_name", None) or "teaching")
+    else:
+        path = Path(name).expanduser()
+        if path.suffix not in {".pth", ".pt"} and not path.exists():
+            raise InvalidInputError(
+                f"Unknown model {name!r}. Use one of 'teaching', "
+                f"{', '.join(repr(k) for k in SAM_CHECKPOINTS)}, or the path of a .pth/.pt checkpoint file."
+            )
+        if not path.is_file():
+            raise InvalidInputError(f"Checkpoint file {path} does not exist (or is not a file).")
+        obj = _read_checkpoint(path)
+        if isinstance(obj, dict) and "config" in obj:
+            sam = _teaching_loader()(path, device=dev)
+            # The full path, not just the file name: two runs' "teaching.pt" must not share cached embeddings.
+            _set_name(sam, f"teaching:{path.resolve()}")
+        else:
+            state = obj
+            if isinstance(obj, dict) and not any(str(k).startswith("image_encoder.") for k in obj):
+                state = obj.get("model", obj.get("state_dict", obj))
+            if not isinstance(state, Mapping):
+                raise InvalidInputError(
+                    f"Checkpoint {path} holds a {type(state).__name__}, not a state dict."
+                )
+            arch = infer_sam_arch(state)
+            sam = _build_sam(arch)
+            _load_state(sam, state, str(path))
+            _set_name(sam, f"{arch}:{path.resolve()}")
+    return sam.to(dev).eval()
+
+
+def model_name(sam: torch.nn.Module) -> str:
+    """A name for ``sam`` usable as a cache key: ``sam.samlib_name`` if set by :func:`load_sam`, else one
+    unique to this Python object (so two unnamed models never share cached embeddings)."""
+    name = getattr(sam, "samlib_name", None)
+    return str(name) if name else f"unnamed-{type(sam).__name__}-{id(sam):x}"

@@ -1,0 +1,160 @@
+"""One look for every chapter's figures: images, masks, point and box prompts, grids.
+
+Works with any matplotlib backend (Agg included); nothing here calls ``plt.show``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from samlib.errors import InvalidInputError
+
+__all__ = [
+    "NEGATIVE_COLOR",
+    "PALETTE",
+    "POSITIVE_COLOR",
+    "image_grid",
+    "overlay",
+    "palette_color",
+    "show_boxes",
+    "show_image",
+    "show_mask",
+    "show_points",
+]
+
+# Colour-blind friendly (Okabe-Ito), as RGB in [0, 1]; mask i gets PALETTE[i % len(PALETTE)].
+PALETTE: tuple[tuple[float, float, float], ...] = (
+    (0.00, 0.45, 0.70),  # blue
+    (0.90, 0.62, 0.00),  # orange
+    (0.00, 0.62, 0.45),  # bluish green
+    (0.80, 0.47, 0.65),  # reddish purple
+    (0.34, 0.71, 0.91),  # sky blue
+    (0.84, 0.37, 0.00),  # vermillion
+    (0.94, 0.89, 0.26),  # yellow
+    (0.50, 0.50, 0.50),  # grey
+)
+POSITIVE_COLOR = (0.0, 0.8, 0.0)
+NEGATIVE_COLOR = (0.9, 0.0, 0.0)
+
+
+def palette_color(i: int) -> tuple[float, float, float]:
+    """The i-th colour of the fixed palette (cycling)."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def show_image(ax: Axes, image: np.ndarray, title: str | None = None) -> None:
+    """Draw an (H, W, 3) or (H, W) image without axes ticks."""
+    img = np.asarray(image)
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+
+
+def show_mask(
+    ax: Axes, mask: np.ndarray, color: Sequence[float] | None = None, alpha: float = 0.5, outline: bool = True
+) -> None:
+    """Overlay an (H, W) binary mask in ``color`` (default: first palette colour) with a thin outline."""
+    m = np.asarray(mask).astype(bool)
+    rgb = np.asarray(color if color is not None else PALETTE[0], dtype=float)[:3]
+    rgba = np.zeros((*m.shape, 4))
+    rgba[m] = (*rgb, alpha)
+    ax.imshow(rgba, interpolation="nearest")
+    if outline and m.any() and not m.all():
+        ax.contour(m.astype(float), levels=[0.5], colors=[tuple(rgb)], linewidths=1.0)
+
+
+def show_points(ax: Axes, coords: np.ndarray, labels: np.ndarray | None = None, size: float = 200) -> None:
+    """(N, 2) (x, y) points: green stars for label 1 (positive), red stars for label 0 (negative)."""
+    pts = np.asarray(coords, dtype=float).reshape(-1, 2)
+    lab = np.ones(len(pts), dtype=int) if labels is None else np.asarray(labels).reshape(-1)
+    for value, color in ((1, POSITIVE_COLOR), (0, NEGATIVE_COLOR)):
+        sel = pts[lab == value]
+        if len(sel):
+            ax.scatter(
+                sel[:, 0],
+                sel[:, 1],
+                color=color,
+                marker="*",
+                s=size,
+                edgecolor="white",
+                linewidth=1.0,
+                zorder=3,
+            )
+
+
+def show_boxes(
+    ax: Axes, boxes: np.ndarray, color: Sequence[float] | None = None, linewidth: float = 1.5
+) -> None:
+    """(N, 4) or (4,) (x0, y0, x1, y1) boxes; box i in palette colour i unless ``color`` is given."""
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 4)):
+        edge = tuple(color) if color is not None else palette_color(i)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=edge, linewidth=linewidth))
+
+
+def overlay(
+    image: np.ndarray,
+    masks: np.ndarray | None = None,
+    points: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    alpha: float = 0.5,
+) -> Axes:
+    """Image with masks ((H, W) or (N, H, W), one palette colour each), point prompts and boxes.
+
+    Returns:
+      (Axes): ``ax``, or the axes of a new figure.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    show_image(ax, image, title)
+    if masks is not None:
+        stack = np.asarray(masks)
+        stack = stack[None] if stack.ndim == 2 else stack
+        for i, m in enumerate(stack):
+            show_mask(ax, m, palette_color(i), alpha)
+    if boxes is not None:
+        show_boxes(ax, boxes)
+    if points is not None:
+        show_points(ax, points, labels)
+    return ax
+
+
+def image_grid(
+    images_or_callables: Sequence[np.ndarray | Callable[[Axes], Any]],
+    titles: Sequence[str] | None = None,
+    ncols: int = 3,
+    size: float = 3.5,
+) -> Figure:
+    """A grid of panels; each item is an image or a function ``draw(ax)`` that fills its panel."""
+    n = len(images_or_callables)
+    if n == 0:
+        raise InvalidInputError("image_grid needs at least one panel.")
+    if titles is not None and len(titles) != n:
+        raise InvalidInputError(f"Got {len(titles)} titles for {n} panels.")
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        item = images_or_callables[i]
+        if callable(item):
+            item(ax)
+            ax.set_axis_off()
+        else:
+            show_image(ax, item)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,194 @@
+"""Prompt generation from masks: boxes, points and SAM-style correction clicks.
+
+Every point is returned as (x, y) = (column, row) pixel coordinates, float64, the convention of
+:class:`segment_anything.SamPredictor`; boxes are (x0, y0, x1, y1) with inclusive max pixel indices
+(as SAM's own ``batched_mask_to_box``). Masks are (H, W) bool or 0/1 arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from samlib.errors import InvalidInputError
+
+__all__ = [
+    "box_from_mask",
+    "center_point",
+    "correction_point",
+    "jitter_box",
+    "sample_fg_bg_points",
+    "sample_points",
+]
+
+
+def _mask(mask: Any, name: str = "mask") -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise InvalidInputError(f"{name} must be a 2-D (H, W) mask, got shape {arr.shape}.")
+    if arr.dtype != np.bool_:
+        if np.issubdtype(arr.dtype, np.floating) and not np.isin(arr, (0.0, 1.0)).all():
+            raise InvalidInputError(
+                f"{name} is a float array with values other than 0/1: threshold it first."
+            )
+        arr = arr != 0
+    return arr
+
+
+def _nonempty(mask: np.ndarray, name: str) -> np.ndarray:
+    if not mask.any():
+        raise InvalidInputError(f"{name} is empty (no foreground pixel): no prompt can be made from it.")
+    return mask
+
+
+def box_from_mask(mask: Any) -> np.ndarray:
+    """Tight box around the foreground: (4,) float64 (x0, y0, x1, y1), inclusive pixel indices."""
+    m = _nonempty(_mask(mask), "mask")
+    rows = np.flatnonzero(m.any(axis=1))
+    cols = np.flatnonzero(m.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+
+
+def jitter_box(
+    box: Any,
+    rng: np.random.Generator,
+    scale: float = 0.1,
+    image_shape: tuple[int, ...] | None = None,
+    max_shift: float | None = 20.0,
+) -> np.ndarray:
+    """Perturb a box as in SAM's training: each coordinate gets Gaussian noise with standard deviation
+    ``scale`` x the box side (width for x, height for y), clipped to +-``max_shift`` pixels.
+
+    Arguments:
+      box: (4,) (x0, y0, x1, y1).
+      image_shape: (H, W, ...) to clip the result to the image; None: no clipping.
+
+    Returns:
+      (np.ndarray): (4,) float64 box, with x0 <= x1 and y0 <= y1.
+    """
+    b = np.asarray(box, dtype=np.float64)
+    if b.shape != (4,) or not np.isfinite(b).all():
+        raise InvalidInputError(f"box must be 4 finite numbers (x0, y0, x1, y1), got {np.asarray(box)!r}.")
+    if scale < 0:
+        raise InvalidInputError(f"scale must be >= 0, got {scale}.")
+    w, h = abs(b[2] - b[0]), abs(b[3] - b[1])
+    noise = rng.normal(0.0, 1.0, size=4) * scale * np.array([w, h, w, h])
+    if max_shift is not None:
+        noise = np.clip(noise, -max_shift, max_shift)
+    out = b + noise
+    out = np.array([min(out[0], out[2]), min(out[1], out[3]), max(out[0], out[2]), max(out[1], out[3])])
+    if image_shape is not None:
+        height, width = image_shape[0], image_shape[1]
+        out[[0, 2]] = np.clip(out[[0, 2]], 0, width - 1)
+        out[[1, 3]] = np.clip(out[[1, 3]], 0, height - 1)
+    return out
+
+
+def _distance_inside(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each foreground pixel to the nearest background pixel or image border."""
+    # A 1-pixel background frame makes the image border count as a boundary too, so points keep
+    # away from the edge where a mask is cut off by the tile.
+    padded = np.pad(mask.astype(np.uint8), 1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return dist[1:-1, 1:-1]
+
+
+def _deepest(mask: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    dist = _distance_inside(mask)
+    best = dist.max()
+    ys, xs = np.nonzero(dist == best)
+    i = 0 if rng is None else int(rng.integers(len(xs)))
+    return np.array([xs[i], ys[i]], dtype=np.float64)
+
+
+def center_point(mask: Any) -> np.ndarray:
+    """The foreground point farthest from the mask boundary (distance transform): (2,) (x, y).
+
+    Unlike the centroid it always lies inside the mask, also for rings, L-shapes and roads. Ties go to
+    the first pixel in row-major order, so the result is deterministic.
+    """
+    return _deepest(_nonempty(_mask(mask), "mask"), None)
+
+
+def sample_points(mask: Any, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` points drawn uniformly from the foreground pixels: (n, 2) (x, y).
+
+    Without replacement when the mask has at least ``n`` pixels, otherwise with replacement.
+    """
+    if n < 0:
+        raise InvalidInputError(f"n must be >= 0, got {n}.")
+    m = _nonempty(_mask(mask), "mask")
+    ys, xs = np.nonzero(m)
+    idx = rng.choice(len(xs), size=n, replace=n > len(xs))
+    return np.stack([xs[idx], ys[idx]], axis=1).astype(np.float64)
+
+
+def sample_fg_bg_points(
+    prob_map: Any,
+    n_fg: int,
+    n_bg: int,
+    rng: np.random.Generator,
+    fg_thresh: float = 0.5,
+    bg_thresh: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground and background points from a probability map (e.g. a weak model's output).
+
+    Foreground pixels have ``prob >= fg_thresh``; background pixels ``prob < bg_thresh`` (default:
+    ``fg_thresh``; use a lower value to draw background only where the map is confident).
+
+    Returns:
+      (np.ndarray, np.ndarray): coords (n_fg + n_bg, 2) (x, y), foreground first, and labels
+        (n_fg + n_bg,) int64 (1 = foreground, 0 = background), ready for ``PromptPredictor.predict``.
+    """
+    prob = np.asarray(prob_map)
+    if prob.ndim != 2:
+        raise InvalidInputError(f"prob_map must be 2-D (H, W), got shape {prob.shape}.")
+    prob = prob.astype(np.float64)
+    if not np.isfinite(prob).all():
+        raise InvalidInputError("prob_map contains NaN or infinite values.")
+    bg_t = fg_thresh if bg_thresh is None else bg_thresh
+    if bg_t > fg_thresh:
+        raise InvalidInputError(f"bg_thresh ({bg_t}) must not exceed fg_thresh ({fg_thresh}).")
+    parts: list[np.ndarray] = []
+    for region, n, what, rule in (
+        (prob >= fg_thresh, n_fg, "foreground", f">= {fg_thresh}"),
+        (prob < bg_t, n_bg, "background", f"< {bg_t}"),
+    ):
+        if n == 0:
+            parts.append(np.zeros((0, 2)))
+            continue
+        if not region.any():
+            raise InvalidInputError(
+                f"No {what} pixel (prob {rule}) to sample {n} points from: adjust the thresholds."
+            )
+        parts.append(sample_points(region, n, rng))
+    coords = np.concatenate(parts, axis=0)
+    labels = np.concatenate([np.ones(n_fg, dtype=np.int64), np.zeros(n_bg, dtype=np.int64)])
+    return coords, labels
+
+
+def correction_point(pred: Any, gt: Any, rng: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
+    """Next click of SAM's iterative training: a point in the error between ``pred`` and ``gt``.
+
+    The larger error set (by pixel count) is chosen: false negatives give a positive click (label 1),
+    false positives a negative one (label 0). The click is the pixel deepest inside that set (distance
+    transform), ties broken by ``rng`` (first in row-major order if None).
+
+    Returns:
+      (np.ndarray, int): point (2,) (x, y) and its label.
+
+    Raises:
+      InvalidInputError: if ``pred`` equals ``gt`` (no error to correct) or the shapes differ.
+    """
+    p, g = _mask(pred, "pred"), _mask(gt, "gt")
+    if p.shape != g.shape:
+        raise InvalidInputError(f"pred and gt must have the same shape, got {p.shape} and {g.shape}.")
+    fn, fp = g & ~p, p & ~g
+    n_fn, n_fp = int(fn.sum()), int(fp.sum())
+    if n_fn == 0 and n_fp == 0:
+        raise InvalidInputError("pred equals gt: there is no error region to place a correction click in.")
+    if n_fn >= n_fp:
+        return _deepest(fn, rng), 1
+    return _deepest(fp, rng), 0

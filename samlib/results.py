@@ -1,0 +1,181 @@
+"""The metrics-file contract shared by every chapter, defined once.
+
+A results file is JSON::
+
+    {"chapter": "03-prompts", "setting": "roads-eth/test", "device": "cuda",
+     "results": {"<method>": {"<metric>": <finite float>, ...}, ...},
+     "extra": {...}}          # optional, any JSON
+
+Notebooks call :func:`write_results` unconditionally; with ``path=None`` it does nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samlib.errors import DataNotFoundError, InvalidInputError
+
+__all__ = ["read_results", "results_table", "validate_results", "write_results"]
+
+_KEYS = {"chapter", "setting", "device", "results"}
+
+
+def _finite_float(value: Any, where: str) -> float:
+    if hasattr(value, "item") and tuple(getattr(value, "shape", (0,))) == ():
+        value = value.item()  # numpy / torch 0-d arrays and scalars
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"{where} must be a number, got {type(value).__name__} ({value!r}).")
+    out = float(value)
+    if not math.isfinite(out):
+        raise InvalidInputError(f"{where} is {out}: results must be finite numbers.")
+    return out
+
+
+def validate_results(results: Any) -> dict[str, dict[str, float]]:
+    """Check ``{method: {metric: value}}`` and return a copy with plain float values.
+
+    Raises:
+      InvalidInputError: naming the method/metric at fault (empty names, non-numbers, NaN, inf).
+    """
+    if not isinstance(results, Mapping) or not results:
+        raise InvalidInputError("results must be a non-empty dict {method: {metric: value}}.")
+    clean: dict[str, dict[str, float]] = {}
+    for method, metrics in results.items():
+        if not isinstance(method, str) or not method.strip():
+            raise InvalidInputError(f"Method names must be non-empty strings, got {method!r}.")
+        if not isinstance(metrics, Mapping) or not metrics:
+            raise InvalidInputError(f"results[{method!r}] must be a non-empty dict {{metric: value}}.")
+        clean[method] = {}
+        for metric, value in metrics.items():
+            if not isinstance(metric, str) or not metric.strip():
+                raise InvalidInputError(
+                    f"Metric names of {method!r} must be non-empty strings, got {metric!r}."
+                )
+            clean[method][metric] = _finite_float(value, f"results[{method!r}][{metric!r}]")
+    return clean
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_results(
+    path: str | Path | None,
+    chapter: str,
+    setting: str,
+    results: Mapping[str, Mapping[str, Any]],
+    device: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path | None:
+    """Validate and atomically write a results file (parent directories are created).
+
+    Returns:
+      (Path | None): the path written, or None when ``path`` is None (nothing is done).
+    """
+    if path is None:
+        return None
+    for name, value in (("chapter", chapter), ("setting", setting)):
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInputError(f"{name} must be a non-empty string, got {value!r}.")
+    if device is not None and not isinstance(device, str):
+        device = str(device)  # e.g. a torch.device
+    doc: dict[str, Any] = {
+        "chapter": chapter,
+        "setting": setting,
+        "device": device,
+        "results": validate_results(results),
+    }
+    if extra is not None:
+        if not isinstance(extra, Mapping):
+            raise InvalidInputError(f"extra must be a dict, got {type(extra).__name__}.")
+        doc["extra"] = dict(extra)
+    try:
+        text = json.dumps(doc, indent=2, allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"extra is not JSON serialisable (finite numbers only): {e}") from e
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """Read and validate a results file written by :func:`write_results`."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataNotFoundError(f"Results file {p} does not exist.")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"Results file {p} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise InvalidInputError(f"Results file {p} must hold a JSON object, got {type(doc).__name__}.")
+    missing = _KEYS - doc.keys()
+    if missing:
+        raise InvalidInputError(f"Results file {p} lacks key(s) {sorted(missing)}.")
+    unknown = doc.keys() - _KEYS - {"extra"}
+    if unknown:
+        raise InvalidInputError(f"Results file {p} has unknown key(s) {sorted(unknown)}.")
+    for key in ("chapter", "setting"):
+        if not isinstance(doc[key], str) or not doc[key]:
+            raise InvalidInputError(f"Results file {p}: {key!r} must be a non-empty string.")
+    if doc["device"] is not None and not isinstance(doc["device"], str):
+        raise InvalidInputError(f"Results file {p}: 'device' must be a string or null.")
+    try:
+        doc["results"] = validate_results(doc["results"])
+    except InvalidInputError as e:
+        raise InvalidInputError(f"Results file {p}: {e}") from e
+    return doc
+
+
+def results_table(
+    results: Mapping[str, Any],
+    metrics: Sequence[str] | None = None,
+    fmt: str = "{:.3f}",
+    format: str = "markdown",
+) -> str:
+    """A table of methods (rows) by metrics (columns) as Markdown or HTML.
+
+    Arguments:
+      results: ``{method: {metric: value}}``, or a whole results document (its "results" are used).
+      metrics: columns to show, in order; default: every metric, in order of first appearance.
+      format: "markdown" or "html". Missing values show as "–".
+    """
+    inner = results.get("results", results) if isinstance(results, Mapping) else results
+    clean = validate_results(inner)
+    if metrics is None:
+        metrics = list(dict.fromkeys(m for per in clean.values() for m in per))
+    rows = [
+        [method] + [fmt.format(per[m]) if m in per else "–" for m in metrics] for method, per in clean.items()
+    ]
+    header = ["method", *metrics]
+    if format == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(metrics)) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    if format == "html":
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    raise InvalidInputError(f"format must be 'markdown' or 'html', got {format!r}.")

@@ -1,0 +1,98 @@
+"""The results-file contract: validation, atomic writes, round trip and tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from samlib import results
+from samlib.errors import DataNotFoundError, InvalidInputError
+
+
+def test_round_trip_with_numpy_values(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "ch03.json"
+    written = results.write_results(
+        path,
+        chapter="03-prompts",
+        setting="roads-eth/test",
+        results={"box": {"mIoU": np.float32(0.5), "n": np.int64(20)}, "point": {"mIoU": torch.tensor(0.25)}},
+        device="cpu",
+        extra={"seed": np.int64(0), "images": np.array([1, 2])},
+    )
+    assert written == path
+    raw = json.loads(path.read_text())
+    assert raw == {
+        "chapter": "03-prompts",
+        "setting": "roads-eth/test",
+        "device": "cpu",
+        "results": {"box": {"mIoU": 0.5, "n": 20.0}, "point": {"mIoU": 0.25}},
+        "extra": {"seed": 0, "images": [1, 2]},
+    }
+    assert results.read_results(path) == raw
+    assert [p.name for p in path.parent.iterdir()] == ["ch03.json"]  # no temp file left
+
+
+def test_none_path_is_a_no_op() -> None:
+    assert results.write_results(None, "c", "s", {"m": {"x": float("nan")}}) is None
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"box": {"mIoU": float("nan")}}, r"results\['box'\]\['mIoU'\] is nan"),
+        ({"box": {"mIoU": np.inf}}, "inf"),
+        ({"box": {"mIoU": "0.5"}}, "must be a number"),
+        ({"box": {"mIoU": True}}, "must be a number"),
+        ({"": {"mIoU": 0.5}}, "Method names"),
+        ({"box": {"": 0.5}}, "Metric names"),
+        ({"box": {}}, "non-empty"),
+        ({}, "non-empty"),
+    ],
+)
+def test_validation_names_the_culprit(tmp_path: Path, bad: dict, match: str) -> None:
+    path = tmp_path / "r.json"
+    with pytest.raises(InvalidInputError, match=match):
+        results.write_results(path, "c", "s", bad)
+    assert not path.exists()
+
+
+def test_failed_write_keeps_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    results.write_results(path, "c", "s", {"m": {"x": 1.0}})
+    before = path.read_text()
+    with pytest.raises(InvalidInputError, match="extra"):
+        results.write_results(path, "c", "s", {"m": {"x": 2.0}}, extra={"bad": object()})
+    assert path.read_text() == before
+
+
+def test_read_results_rejects_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(DataNotFoundError):
+        results.read_results(tmp_path / "missing.json")
+    p = tmp_path / "bad.json"
+    p.write_text('{"chapter": "c", "setting": "s", "results": {"m": {"x": 1}}}')
+    with pytest.raises(InvalidInputError, match="device"):
+        results.read_results(p)
+    p.write_text('{"chapter": "c", "setting": "s", "device": null, "results": {"m": {"x": "high"}}}')
+    with pytest.raises(InvalidInputError, match="must be a number"):
+        results.read_results(p)
+    p.write_text("not json")
+    with pytest.raises(InvalidInputError, match="not valid JSON"):
+        results.read_results(p)
+
+
+def test_results_table() -> None:
+    table = results.results_table({"box": {"mIoU": 0.5, "F1": 0.25}, "point": {"mIoU": 0.125}})
+    assert table.splitlines() == [
+        "| method | mIoU | F1 |",
+        "|---|---:|---:|",
+        "| box | 0.500 | 0.250 |",
+        "| point | 0.125 | – |",
+    ]
+    html = results.results_table({"results": {"a<b": {"x": 1.0}}}, format="html")
+    assert "<td>a&lt;b</td>" in html and html.startswith("<table>")
+    with pytest.raises(InvalidInputError):
+        results.results_table({"a": {"x": 1.0}}, format="latex")
