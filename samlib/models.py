@@ -220,7 +220,7 @@ def download_checkpoint(name: str, progress: bool = True, timeout: float = _DOWN
         raise CheckpointUnavailableError(
             f"Could not download SAM checkpoint {name!r} ({type(e).__name__}: {e}).\n"
             + _manual_instructions(spec, path)
-        ) from e
+        ) from None  # the message already names the cause; the urllib traceback only buries it
     finally:
         tmp.unlink(missing_ok=True)  # no-op after a successful os.replace
     if spec.sha256 is not None:

@@ -1,0 +1,63 @@
+# The two commands:  make book   (execute every chapter, build HTML into _build/html)
+#                    make test   (unit tests + every chapter in smoke mode, with pytest)
+# Both create .venv on first use (python3 -m venv; ~2 min here, offline from the local wheel
+# mirror) and install the pinned dependencies once (a stamp file remembers it).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.samlib-installed
+# Extra pip arguments for torch only. Elsewhere, to avoid the CUDA build on Linux, use e.g.
+#   make book TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+# Another table of contents, e.g. to build a subset of the chapters: make book TOC=/tmp/toc.yml
+TOC ?= _toc.yml
+
+# Chapters executed by the book build write their metrics here (absolute path, because the
+# notebooks run with their own folder as the working directory); book/results.md reads them.
+RESULTS_DIR ?= $(CURDIR)/_build/metrics
+# Kernel "python3" must be the venv's own: put the venv's kernelspecs first on the search path
+# (jupyter_client then launches sys.executable of the venv), so nothing is registered globally.
+export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))
+export PYDEVD_DISABLE_FILE_VALIDATION = 1
+
+.PHONY: all book test lint venv clean distclean help
+
+all: help
+
+help:
+	@echo "make book   - create .venv if needed, execute every notebook, build _build/html"
+	@echo "make test   - create .venv if needed, run pytest (unit tests + smoke runs of the chapters)"
+	@echo "make lint   - ruff + mypy samlib"
+	@echo "make clean  - remove _build and caches (keeps .venv; 'make distclean' removes it too)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+	  || { echo "error: $(PYTHON) is older than Python 3.10; run e.g. make PYTHON=python3.11"; exit 1; }
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install $(TORCH_PIP_ARGS) torch==2.13.0
+	$(BIN)/python -m pip install -e '.[book,dev]'
+	@touch $@
+
+book: export SAMLIB_RESULTS_DIR = $(RESULTS_DIR)
+book: $(STAMP)
+	@mkdir -p $(SAMLIB_RESULTS_DIR)
+	$(BIN)/jupyter-book build . --builder html --toc $(TOC)
+	@echo "open _build/html/index.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check samlib tests scripts
+	$(BIN)/mypy samlib
+
+clean:
+	rm -rf _build .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,474 @@
+"""GeoSAM: SAM fine-tuned with sparse and dense visual prompts for mobility infrastructure.
+
+Re-implementation of Sultan et al., "GeoSAM: Fine-tuning SAM with sparse and dense visual prompting
+for automated segmentation of mobility infrastructure" (arXiv 2311.11319). SAM predicts one mask per
+class per image; the prompts come from elsewhere:
+
+1. a **task-specific CNN** (here :mod:`samlib.unet`; Tile2Net in the paper) gives per-class
+   probability maps;
+2. **sparse prompts**: per class, foreground points drawn from the CNN's confident foreground and
+   background points from its confident background (2:1 by default) -- :func:`sample_class_prompts`;
+3. **dense prompt**: zero-shot SAM's low-res mask logits for that class (from the sparse prompts),
+   fed back through SAM's ``mask_input`` -- :meth:`GeoSAM.dense_prompts`;
+4. **parameter-efficient fine-tuning**: image encoder and prompt encoder frozen, only a copy of the
+   mask decoder trained, on cached image embeddings, with Dice + focal loss and the shared AdamW/cosine
+   loop :func:`samlib.training.fit` -- :meth:`GeoSAM.finetune`;
+5. per-class masks combined into a label map (:func:`labels_from_logits`), then optionally cleaned
+   with :mod:`samlib.postprocess`.
+
+Everything runs on :class:`samlib.predict.EmbeddedImages` (from :func:`samlib.predict.embed_images`) and
+maps coordinates and logits with SAM's own geometry (``ResizeLongestSide``, ``logits_to_original``),
+so the code is the same for the 256 px teaching model and the 1024 px ``vit_h``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from segment_anything.modeling import MaskDecoder, Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from samlib.errors import InvalidInputError
+from samlib.losses import dice_focal_loss
+from samlib.metrics import confusion_matrix, iou_from_confusion
+from samlib.predict import EmbeddedImages
+from samlib.prompts import sample_fg_bg_points
+from samlib.training import fit
+from samlib.utils import autocast_context
+
+__all__ = [
+    "ClassPrompts",
+    "GeoSAM",
+    "from_tiles",
+    "labels_from_logits",
+    "sample_class_prompts",
+    "semantic_scores",
+    "to_tiles",
+    "trainable_decoder",
+]
+
+UNPROMPTED = -1.0e4
+"""Logit given to a class that got no prompt on an image (the CNN found none of it): never predicted."""
+
+
+@dataclass
+class ClassPrompts:
+    """The prompts of one image, one row per prompted class.
+
+    Attributes:
+      class_ids (np.ndarray): (K,) int64 label values of the prompted classes.
+      coords (np.ndarray): (K, N, 2) float64 (x, y) points in original-image pixels.
+      labels (np.ndarray): (K, N) int64 point labels (1 foreground, 0 background, -1 padding).
+      dense (np.ndarray | None): (K, 1, h, w) float32 zero-shot low-res logits (the dense prompt),
+        h = w = the decoder's mask-input size (128 for the teaching model, 256 for official SAM).
+    """
+
+    class_ids: np.ndarray
+    coords: np.ndarray
+    labels: np.ndarray
+    dense: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(len(self.class_ids))
+
+
+def sample_class_prompts(
+    probs: np.ndarray,
+    class_ids: Sequence[int],
+    n_fg: int,
+    n_bg: int,
+    rng: np.random.Generator,
+    fg_thresh: float = 0.5,
+    bg_thresh: float = 0.2,
+    min_fg_pixels: int = 1,
+) -> ClassPrompts:
+    """GeoSAM's sparse prompts from a CNN's per-class probabilities.
+
+    For each class ``c`` in ``class_ids``: ``n_fg`` foreground points among pixels with
+    ``probs[c] >= fg_thresh`` and ``n_bg`` background points among pixels with ``probs[c] < bg_thresh``
+    (:func:`samlib.prompts.sample_fg_bg_points`). A class with fewer than ``min_fg_pixels`` confident
+    pixels gets no prompt (GeoSAM then predicts none of it). When no pixel is confident background,
+    the background slots become padding points (label -1), so every row has ``n_fg + n_bg`` points.
+
+    Arguments:
+      probs (np.ndarray): (C, H, W) class probabilities (e.g. a softmax), index = label value.
+
+    Returns:
+      (ClassPrompts): without dense prompts (see :meth:`GeoSAM.dense_prompts`).
+    """
+    p = np.asarray(probs)
+    if p.ndim != 3:
+        raise InvalidInputError(f"probs must be (C, H, W), got shape {p.shape}.")
+    if n_fg < 1 or n_bg < 0:
+        raise InvalidInputError(f"need n_fg >= 1 and n_bg >= 0, got {n_fg}, {n_bg}.")
+    ids, coords, labels = [], [], []
+    for c in class_ids:
+        if not 0 <= int(c) < p.shape[0]:
+            raise InvalidInputError(f"class id {c} outside the {p.shape[0]} channels of probs.")
+        pc = p[int(c)]
+        if int(np.count_nonzero(pc >= fg_thresh)) < max(1, min_fg_pixels):
+            continue
+        has_bg = bool((pc < bg_thresh).any())
+        xy, lab = sample_fg_bg_points(pc, n_fg, n_bg if has_bg else 0, rng, fg_thresh, bg_thresh)
+        if not has_bg and n_bg:
+            xy = np.concatenate([xy, np.zeros((n_bg, 2))])
+            lab = np.concatenate([lab, -np.ones(n_bg, dtype=np.int64)])
+        ids.append(int(c))
+        coords.append(xy)
+        labels.append(lab)
+    n = n_fg + n_bg
+    return ClassPrompts(
+        class_ids=np.asarray(ids, dtype=np.int64),
+        coords=np.stack(coords) if coords else np.zeros((0, n, 2)),
+        labels=np.stack(labels) if labels else np.zeros((0, n), dtype=np.int64),
+    )
+
+
+def to_tiles(array: np.ndarray, tile: int, channels_first: bool = False) -> list[np.ndarray]:
+    """Non-overlapping ``tile`` x ``tile`` windows in row-major order; a remainder at the right/bottom
+    edge is dropped (crop the array to a multiple of ``tile`` to keep everything).
+
+    Arguments:
+      array: (H, W), (H, W, C) or, with ``channels_first``, (C, H, W).
+
+    SAM resizes every input to its encoder size, so a tile is seen magnified: GeoSAM's 256-px aerial
+    tiles go into ViT-H's 1024-px input (x4), which is what makes narrow sidewalks resolvable.
+    """
+    arr = np.asarray(array)
+    if tile < 1 or arr.ndim not in (2, 3):
+        raise InvalidInputError(f"need tile >= 1 and a 2-D or 3-D array, got tile={tile}, shape {arr.shape}.")
+    h, w = (arr.shape[1:3] if channels_first else arr.shape[:2]) if arr.ndim == 3 else arr.shape
+    out = []
+    for y in range(0, h - tile + 1, tile):
+        for x in range(0, w - tile + 1, tile):
+            out.append(
+                arr[:, y : y + tile, x : x + tile]
+                if channels_first and arr.ndim == 3
+                else arr[y : y + tile, x : x + tile]
+            )
+    return out
+
+
+def from_tiles(tiles: Sequence[np.ndarray], rows: int, cols: int) -> np.ndarray:
+    """Inverse of :func:`to_tiles` for (t, t) or (t, t, C) tiles: one (rows * t, cols * t[, C]) array."""
+    if len(tiles) != rows * cols:
+        raise InvalidInputError(f"need rows * cols = {rows * cols} tiles, got {len(tiles)}.")
+    return np.concatenate(
+        [np.concatenate(list(tiles[r * cols : (r + 1) * cols]), axis=1) for r in range(rows)], axis=0
+    )
+
+
+def trainable_decoder(sam: Sam) -> MaskDecoder:
+    """Freeze all of ``sam`` (image encoder, prompt encoder, decoder) and return a trainable copy of its
+    mask decoder: the only parameters GeoSAM fine-tunes. ``sam`` itself stays the zero-shot model."""
+    for p in sam.parameters():
+        p.requires_grad_(False)
+    decoder = copy.deepcopy(sam.mask_decoder)
+    for p in decoder.parameters():
+        p.requires_grad_(True)
+    return decoder.train()
+
+
+def labels_from_logits(
+    class_logits: np.ndarray, class_ids: Sequence[int], threshold: float = 0.0, priority: Sequence[int] = ()
+) -> np.ndarray:
+    """Combine per-class mask logits into one label map.
+
+    A pixel gets the class with the highest logit if that logit exceeds ``threshold``, else 0
+    (background). Classes in ``priority`` then win wherever their own logit exceeds ``threshold``
+    (e.g. crosswalk over road; later entries win over earlier ones).
+
+    Arguments:
+      class_logits (np.ndarray): (K, H, W) logits, row k for label ``class_ids[k]``.
+
+    Returns:
+      (np.ndarray): (H, W) int64 label map.
+    """
+    logits = np.asarray(class_logits)
+    ids = np.asarray(class_ids, dtype=np.int64)
+    if logits.ndim != 3 or logits.shape[0] != len(ids):
+        raise InvalidInputError(f"class_logits must be (K={len(ids)}, H, W), got {logits.shape}.")
+    best = logits.argmax(0)
+    out = np.where(logits.max(0) > threshold, ids[best], 0).astype(np.int64)
+    for c in priority:
+        hits = np.flatnonzero(ids == c)
+        if hits.size:
+            out[logits[hits[0]] > threshold] = c
+    return out
+
+
+def semantic_scores(
+    preds: Sequence[np.ndarray],
+    gts: Sequence[np.ndarray],
+    classes: Sequence[str],
+    mean_over: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Dataset-level IoU per class (confusion matrix summed over images) and their mean.
+
+    Arguments:
+      classes: class names by label value, e.g. ``MOBILITY_CLASSES``.
+      mean_over: label values averaged into ``miou`` (default: every class but 0, the background;
+        classes absent from both predictions and ground truth are left out).
+
+    Returns:
+      (dict[str, float]): ``iou_<name>`` for each class present somewhere, and ``miou``.
+    """
+    if len(preds) != len(gts) or not preds:
+        raise InvalidInputError(
+            f"need as many predictions as ground truths (>= 1), got {len(preds)}, {len(gts)}."
+        )
+    n = len(classes)
+    cm = sum(
+        confusion_matrix(np.asarray(p, np.int64), np.asarray(g, np.int64), n)
+        for p, g in zip(preds, gts, strict=True)
+    )
+    ious = iou_from_confusion(np.asarray(cm))
+    out = {f"iou_{name}": float(v) for name, v in zip(classes, ious, strict=True) if np.isfinite(v)}
+    keep = [i for i in (mean_over if mean_over is not None else range(1, n)) if np.isfinite(ious[i])]
+    out["miou"] = float(np.mean(ious[keep])) if keep else 0.0
+    return out
+
+
+class GeoSAM:
+    """GeoSAM on cached SAM embeddings: prompts from a CNN, zero-shot or fine-tuned decoding.
+
+    Arguments:
+      sam (Sam): the SAM model (teaching, vit_b/l/h); it is frozen and stays the zero-shot model.
+      class_ids (Sequence[int]): label values to segment (one SAM mask each), e.g. (1, 2, 3).
+      n_fg, n_bg (int): foreground / background points per class (paper: 2:1).
+      fg_thresh, bg_thresh (float): CNN probability above which a pixel is confident foreground, below
+        which it is confident background.
+
+    Attributes:
+      decoder (MaskDecoder | None): the fine-tuned decoder after :meth:`finetune` (None before).
+    """
+
+    def __init__(
+        self,
+        sam: Sam,
+        class_ids: Sequence[int] = (1, 2, 3),
+        n_fg: int = 8,
+        n_bg: int = 4,
+        fg_thresh: float = 0.5,
+        bg_thresh: float = 0.2,
+    ) -> None:
+        self.sam = sam
+        self.class_ids = tuple(int(c) for c in class_ids)
+        self.n_fg, self.n_bg = int(n_fg), int(n_bg)
+        self.fg_thresh, self.bg_thresh = float(fg_thresh), float(bg_thresh)
+        self.decoder: MaskDecoder | None = None
+        for p in sam.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.sam.mask_decoder.parameters()).device
+
+    # ------------------------------------------------------------------------------------ decoding
+
+    def decode(
+        self,
+        decoder: MaskDecoder,
+        embedding: torch.Tensor,
+        original_size: tuple[int, int],
+        coords: np.ndarray | None,
+        labels: np.ndarray | None,
+        mask_input: np.ndarray | torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Low-res logits (K, 1, h, w) of ``decoder`` for K prompts on one image embedding (1, C, h', w').
+
+        Points are (K, N, 2) in original-image pixels (mapped to the encoder frame with SAM's
+        ``ResizeLongestSide``); ``mask_input`` is (K, 1, h, w) low-res logits. Gradients flow into
+        ``decoder`` only if it requires them.
+        """
+        dev = self.device
+        points = None
+        if coords is not None and labels is not None:
+            tr = ResizeLongestSide(int(self.sam.image_encoder.img_size))
+            c = tr.apply_coords_torch(torch.as_tensor(coords, dtype=torch.float32, device=dev), original_size)
+            points = (c, torch.as_tensor(labels, dtype=torch.int64, device=dev))
+        masks = None if mask_input is None else torch.as_tensor(mask_input, dtype=torch.float32, device=dev)
+        if points is None and masks is None:
+            raise InvalidInputError("decode needs points, a mask input, or both.")
+        pe = self.sam.prompt_encoder
+        sparse, dense = pe(points=points, boxes=None, masks=masks)
+        low, _ = decoder(
+            image_embeddings=embedding.to(dev),
+            image_pe=pe.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return low
+
+    @torch.no_grad()
+    def dense_prompts(self, embedded: EmbeddedImages, index: int, prompts: ClassPrompts) -> ClassPrompts:
+        """The same prompts with ``dense`` filled: zero-shot SAM's logits for each class's points."""
+        if len(prompts) == 0:
+            h, w = self.sam.prompt_encoder.mask_input_size
+            return ClassPrompts(
+                prompts.class_ids, prompts.coords, prompts.labels, np.zeros((0, 1, h, w), np.float32)
+            )
+        low = self.decode(
+            self.sam.mask_decoder, embedded.embeddings[index : index + 1], embedded.original_sizes[index],
+            prompts.coords, prompts.labels, None,
+        )  # fmt: skip
+        return ClassPrompts(prompts.class_ids, prompts.coords, prompts.labels, low.float().cpu().numpy())
+
+    def make_prompts(
+        self, embedded: EmbeddedImages, probs: Sequence[np.ndarray], seed: int = 0, dense: bool = True,
+        n_fg: int | None = None, n_bg: int | None = None,
+    ) -> list[ClassPrompts]:  # fmt: skip
+        """Sparse (and, if ``dense``, dense) prompts for every image, from the CNN maps ``probs``
+        ((C, H, W) each); ``n_fg``/``n_bg`` override the instance's counts."""
+        if len(probs) != len(embedded):
+            raise InvalidInputError(f"got {len(probs)} probability maps for {len(embedded)} images.")
+        rng = np.random.default_rng(seed)
+        out = []
+        for i, p in enumerate(probs):
+            pr = sample_class_prompts(
+                p, self.class_ids, self.n_fg if n_fg is None else n_fg, self.n_bg if n_bg is None else n_bg,
+                rng, self.fg_thresh, self.bg_thresh,
+            )  # fmt: skip
+            out.append(self.dense_prompts(embedded, i, pr) if dense else pr)
+        return out
+
+    @torch.no_grad()
+    def class_logits(
+        self,
+        embedded: EmbeddedImages,
+        prompts: Sequence[ClassPrompts],
+        finetuned: bool = True,
+        use_sparse: bool = True,
+        use_dense: bool = True,
+    ) -> list[np.ndarray]:
+        """Per-class logits at each image's original size: a list of (len(class_ids), H, W) float32.
+
+        Arguments:
+          finetuned: decode with the fine-tuned decoder (:meth:`finetune` first) or zero-shot SAM's.
+          use_sparse / use_dense: give the decoder the points / the dense prompt (the ablations).
+        """
+        decoder = self._decoder(finetuned)
+        decoder.eval()
+        out = []
+        for i, pr in enumerate(prompts):
+            h, w = embedded.original_sizes[i]
+            full = np.full((len(self.class_ids), h, w), UNPROMPTED, np.float32)
+            if len(pr):
+                with autocast_context(self.device):
+                    low = self._forward(decoder, embedded, i, pr, use_sparse, use_dense)
+                up = embedded.logits_to_original(low.float().cpu(), i)[:, 0].numpy()
+                for row, c in enumerate(pr.class_ids):
+                    full[self.class_ids.index(int(c))] = up[row]
+            out.append(full)
+        return out
+
+    def predict(
+        self,
+        embedded: EmbeddedImages,
+        prompts: Sequence[ClassPrompts],
+        finetuned: bool = True,
+        use_sparse: bool = True,
+        use_dense: bool = True,
+        priority: Sequence[int] = (),
+        threshold: float = 0.0,
+    ) -> list[np.ndarray]:
+        """Label maps (H, W) int64: :meth:`class_logits` combined by :func:`labels_from_logits`."""
+        logits = self.class_logits(embedded, prompts, finetuned, use_sparse, use_dense)
+        return [labels_from_logits(lg, self.class_ids, threshold, priority) for lg in logits]
+
+    def _decoder(self, finetuned: bool) -> MaskDecoder:
+        if not finetuned:
+            return self.sam.mask_decoder
+        if self.decoder is None:
+            raise InvalidInputError("No fine-tuned decoder yet: call GeoSAM.finetune(...) first.")
+        return self.decoder
+
+    def _forward(
+        self, decoder: MaskDecoder, embedded: EmbeddedImages, index: int, prompts: ClassPrompts,
+        use_sparse: bool, use_dense: bool,
+    ) -> torch.Tensor:  # fmt: skip
+        if not use_sparse and not use_dense:
+            raise InvalidInputError("use_sparse and use_dense cannot both be False.")
+        if use_dense and prompts.dense is None:
+            prompts = self.dense_prompts(embedded, index, prompts)
+        return self.decode(
+            decoder, embedded.embeddings[index : index + 1], embedded.original_sizes[index],
+            prompts.coords if use_sparse else None, prompts.labels if use_sparse else None,
+            prompts.dense if use_dense else None,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------------------------ training
+
+    def finetune(
+        self,
+        embedded: EmbeddedImages,
+        probs: Sequence[np.ndarray],
+        targets: Sequence[np.ndarray],
+        steps: int = 200,
+        batch_size: int = 4,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        use_sparse: bool = True,
+        use_dense: bool = True,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> list[float]:
+        """Fine-tune a copy of the mask decoder (encoders frozen) and keep it as :attr:`decoder`.
+
+        Every step draws ``batch_size`` training images; for each, fresh sparse prompts are sampled from
+        its CNN map (``probs``), the dense prompt is zero-shot SAM's answer to them, and the decoder's
+        logits for every prompted class are compared with the ground truth ``targets`` ((H, W) label
+        maps) at the original size with Dice + focal loss. Optimiser: AdamW with cosine decay
+        (:func:`samlib.training.fit`), bf16 autocast on CUDA.
+
+        Returns:
+          (list[float]): the loss of every step.
+        """
+        if not (len(probs) == len(targets) == len(embedded)):
+            counts = f"{len(probs)}, {len(targets)}, {len(embedded)}"
+            raise InvalidInputError(f"need one CNN map and one target per image, got {counts}.")
+        if not use_sparse and not use_dense:
+            raise InvalidInputError("use_sparse and use_dense cannot both be False.")
+        decoder = trainable_decoder(self.sam).to(self.device)
+        rng = np.random.default_rng(seed)
+        target_t = [torch.as_tensor(np.asarray(t)) for t in targets]
+        usable = [
+            i for i, p in enumerate(probs)
+            if any(np.count_nonzero(p[c] >= self.fg_thresh) for c in self.class_ids)
+        ]  # fmt: skip
+        if not usable:
+            raise InvalidInputError(
+                "The CNN finds no confident foreground of any class in the training images."
+            )
+
+        def loss_fn(batch: np.ndarray) -> torch.Tensor:
+            losses = []
+            for j in batch:
+                i = usable[int(j)]
+                pr = sample_class_prompts(probs[i], self.class_ids, self.n_fg, self.n_bg, rng,
+                                          self.fg_thresh, self.bg_thresh)  # fmt: skip
+                if len(pr) == 0:
+                    continue
+                if use_dense:
+                    pr = self.dense_prompts(embedded, i, pr)
+                low = self._forward(decoder, embedded, i, pr, use_sparse, use_dense)
+                logits = embedded.logits_to_original(low.float(), i)
+                tgt = torch.stack([target_t[i] == int(c) for c in pr.class_ids])[:, None].to(logits.device)
+                losses.append(dice_focal_loss(logits, tgt.float()))
+            if not losses:
+                return torch.zeros((), device=self.device, requires_grad=True)
+            return torch.stack(losses).mean()
+
+        decoder.train()
+        history = fit(
+            decoder.parameters(), loss_fn, len(usable), steps, batch_size=min(batch_size, len(usable)), lr=lr,
+            weight_decay=weight_decay, warmup=min(10, steps // 10), seed=seed, device=self.device,
+            desc="fine-tune decoder", progress=progress,
+        )  # fmt: skip
+        self.decoder = decoder.eval()
+        return history
