@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml
 
 book: export SAMLIB_RESULTS_DIR = $(RESULTS_DIR)
 book: $(STAMP)
-	@mkdir -p $(SAMLIB_RESULTS_DIR)
+	@mkdir -p "$(SAMLIB_RESULTS_DIR)" && rm -f "$(SAMLIB_RESULTS_DIR)"/*.json  # every chapter re-runs
 	$(BIN)/jupyter-book build . --builder html --toc $(TOC)
 	@echo "open _build/html/index.html"
 

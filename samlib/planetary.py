@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,9 @@ from samlib.prompts import box_from_mask, center_point
 from samlib.training import fit
 
 __all__ = [
+    "METHODS",
     "PAPER_TABLE1",
+    "SWEEP_METRICS",
     "DomainDecoder",
     "PlanetarySet",
     "PromptStudy",
@@ -65,6 +67,8 @@ __all__ = [
     "masks_to_grid",
     "n_sweep",
     "object_scores",
+    "plot_prompt_failures",
+    "plot_rows",
     "plot_sweep",
     "predict_masks",
     "prompt_mode_study",
@@ -509,6 +513,31 @@ class PromptlessSamDecoder(nn.Module):
         )
         return low
 
+    def decode_box_batch(self, embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 1, 4h, 4w) for one box on each of B images, in one decoder pass.
+
+        ``MaskDecoder.forward`` repeats one image for many prompts, so B images with one prompt each
+        would need B calls; this runs the decoder's own steps (``MaskDecoder.predict_masks``, output
+        token 0 as for ``multimask_output=False``) on the pairs directly. Equal to :meth:`decode_boxes`
+        per image.
+
+        Arguments:
+          embeddings: (B, C, h, w); boxes: (B, 4) in the resized input frame.
+        """
+        pe, md = self.prompt_encoder, self.mask_decoder
+        sparse, dense = pe(points=None, boxes=boxes, masks=None)  # (B, 2, C), (B, C, h, w)
+        b = embeddings.shape[0]
+        tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0).unsqueeze(0).expand(b, -1, -1)
+        tokens = torch.cat((tokens, sparse), dim=1)
+        src = embeddings + dense
+        pos = pe.get_dense_pe().expand(b, -1, -1, -1)
+        _, c, h, w = src.shape
+        hs, src = md.transformer(src, pos, tokens)
+        up = md.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        hyper = md.output_hypernetworks_mlps[0](hs[:, 1, :])  # mask token 0: the single-mask output
+        _, c2, h2, w2 = up.shape
+        return (hyper.unsqueeze(1) @ up.reshape(b, c2, h2 * w2)).reshape(b, 1, h2, w2)
+
 
 def _train_decoder(
     model: nn.Module,
@@ -644,17 +673,17 @@ def train_sam_decoder_with_boxes(
     rng = np.random.default_rng(seed)
 
     def loss_fn(batch: np.ndarray) -> torch.Tensor:
-        logits, target = [], []
+        image_idx, box_in, target = [], [], []
         for j in batch:
             i, k = items[int(j)]
             h, w = embedded.original_sizes[i]
             box = jitter_box(np.asarray(boxes[i][k], np.float64), rng, scale=jitter, image_shape=(h, w))
-            box_in = torch.as_tensor(
-                transform.apply_boxes(box[None], (h, w)), dtype=torch.float32, device=dev
-            )
-            logits.append(model.decode_boxes(emb[i : i + 1], box_in).float())
+            box_in.append(transform.apply_boxes(box[None], (h, w))[0])
+            image_idx.append(i)
             target.append(targets[i][k : k + 1])
-        x, t = torch.cat(logits), torch.cat(target)
+        b = torch.as_tensor(np.stack(box_in), dtype=torch.float32, device=dev)
+        x = model.decode_box_batch(emb[torch.as_tensor(image_idx, device=dev)], b).float()
+        t = torch.cat(target)
         return F.binary_cross_entropy_with_logits(x, t) + dice_loss(x, t)
 
     torch.manual_seed(seed)
@@ -927,8 +956,62 @@ def show_comparison(
     return fig
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """``(fn(), seconds)``: a small helper for the chapter's cost table."""
-    t0 = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - t0
+def plot_rows(
+    images: Sequence[np.ndarray],
+    rows: dict[str, Sequence[np.ndarray | None]],
+    boxes: Sequence[np.ndarray] | None = None,
+    size: float = 3.0,
+) -> Any:
+    """A grid with one row per ``{title: masks}`` entry and one column per image (masks overlaid).
+
+    ``boxes``: when given, drawn on every panel of the first row. Returns the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from samlib.plots import show_boxes, show_image, show_mask
+
+    n = len(images)
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n, size * len(rows)), squeeze=False)
+    for r, (title, masks) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            show_image(ax, images[c], title)
+            if masks[c] is not None:
+                show_mask(ax, np.asarray(masks[c], bool), (0.0, 0.45, 0.7), 0.5)
+            if boxes is not None and r == 0:
+                show_boxes(ax, boxes[c], color=(1.0, 0.9, 0.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_prompt_failures(
+    study: PromptStudy, images: Sequence[np.ndarray], instances: Sequence[np.ndarray]
+) -> Any:
+    """The prompt-mode study's typical failures on the object where the click fell furthest behind the
+    box: all masks of automatic mode on that image, the click's mask, the box's mask, the truth."""
+    from samlib.plots import image_grid, overlay
+
+    k = int(np.argmax(study.ious["box"] - study.ious["point"]))
+    offsets = np.cumsum([0] + [len(m) for m in instances])
+    i = int(np.searchsorted(offsets, k, side="right") - 1)
+    j = int(k - offsets[i])
+    img, auto = images[i], study.auto_masks[i]
+    box = box_from_mask(instances[i][j])
+    return image_grid(
+        [
+            lambda ax: overlay(img, auto if len(auto) else None, ax=ax),
+            lambda ax: overlay(
+                img, study.point_masks[i][j], points=study.points[i][j][None], labels=np.ones(1, int), ax=ax
+            ),
+            lambda ax: overlay(img, study.box_masks[i][j], boxes=box, ax=ax),
+            lambda ax: overlay(img, instances[i][j], ax=ax),
+        ],
+        [
+            f"automatic: {len(auto)} masks",
+            f"point: IoU {study.ious['point'][k]:.2f}",
+            f"box: IoU {study.ious['box'][k]:.2f}",
+            "truth",
+        ],
+        ncols=4,
+        size=3.2,
+    )

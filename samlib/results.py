@@ -74,6 +74,10 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+RESULTS_DIR_ENV = "SAMLIB_RESULTS_DIR"
+"""Environment variable naming the folder where chapters record metrics when ``out_json`` is None."""
+
+
 def write_results(
     path: str | Path | None,
     chapter: str,
@@ -84,14 +88,20 @@ def write_results(
 ) -> Path | None:
     """Validate and atomically write a results file (parent directories are created).
 
+    With ``path`` None the file goes to ``$SAMLIB_RESULTS_DIR/<chapter>.json`` when that variable is
+    set (the book build sets it, and its results page reads the folder back), else nowhere.
+
     Returns:
-      (Path | None): the path written, or None when ``path`` is None (nothing is done).
+      (Path | None): the path written, or None when nothing was written.
     """
-    if path is None:
-        return None
     for name, value in (("chapter", chapter), ("setting", setting)):
         if not isinstance(value, str) or not value.strip():
             raise InvalidInputError(f"{name} must be a non-empty string, got {value!r}.")
+    if path is None:
+        results_dir = os.environ.get(RESULTS_DIR_ENV)
+        if not results_dir:
+            return None
+        path = Path(results_dir) / f"{chapter}.json"
     if device is not None and not isinstance(device, str):
         device = str(device)  # e.g. a torch.device
     doc: dict[str, Any] = {

@@ -13,8 +13,8 @@ All drawing uses OpenCV primitives and low-resolution noise upsampled with ``cv2
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -34,7 +34,8 @@ class Scene:
         image: (H, W, 3) uint8 RGB.
         masks: (N, H, W) bool, one visible (occlusion-aware) mask per instance.
         kinds: N instance kinds, e.g. ``"road"``, ``"ship"``.
-        boxes: (N, 4) float32 boxes ``x0, y0, x1, y1``, inclusive pixel indices (as :func:`samlib.prompts.box_from_mask`).
+        boxes: (N, 4) float32 boxes ``x0, y0, x1, y1``, inclusive pixel indices
+            (as :func:`samlib.prompts.box_from_mask`).
         domain: name of the generator that made the scene.
         semantic: (H, W) int64 class-index map for semantic domains, else None.
         classes: class names indexed by ``semantic`` values.
@@ -323,10 +324,10 @@ def _mobility_scene(rng: np.random.Generator, size: int, region: str = "a") -> S
     _paint_texture(rng, image, cross, jitter(pal["paint"]), 0.08)
     # Trees overhanging here and there occlude roads, as they do in aerial imagery.
     for _ in range(int(rng.integers(0, 6))):
-        c = (int(rng.uniform(0, size)), int(rng.uniform(0, size)))
-        r = int(rng.uniform(3, 8) * scale)
+        crown_xy = (int(rng.uniform(0, size)), int(rng.uniform(0, size)))
+        crown_r = int(rng.uniform(3, 8) * scale)
         tree = np.zeros((size, size), np.uint8)
-        cv2.circle(tree, c, r, 1, -1)
+        cv2.circle(tree, crown_xy, crown_r, 1, -1)
         _paint_texture(rng, image, tree, np.array([0.15, 0.3, 0.12], np.float32), 0.2)
         road[tree > 0] = walk[tree > 0] = cross[tree > 0] = 0
     semantic[walk > 0] = 1 + 1
@@ -383,10 +384,10 @@ def _buildings_scene(rng: np.random.Generator, size: int) -> Scene:
                                     [0.60, 0.60, 0.55]]), np.float32)  # fmt: skip
         _paint_texture(rng, image, roof, tone * rng.uniform(0.8, 1.15), 0.12)
         if rng.random() < 0.6:  # a ridge line splits many roofs into two tones
-            pts = cv2.boxPoints(rect)
+            corners = cv2.boxPoints(rect)
             half = np.zeros_like(roof)
-            cv2.fillPoly(half, [np.array([pts[0], pts[1], (pts[1] + pts[2]) / 2, (pts[0] + pts[3]) / 2],
-                                         np.int32)], 1)  # fmt: skip
+            ridge = [corners[0], corners[1], (corners[1] + corners[2]) / 2, (corners[0] + corners[3]) / 2]
+            cv2.fillPoly(half, [np.array(ridge, np.int32)], 1)
             image[(half & roof) > 0] *= 0.8
         occupied |= roof
         masks.append(roof)

@@ -26,10 +26,11 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -469,8 +470,16 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
     return out
 
 
-def _save_training_state(out: Path, sam: Sam, opt: torch.optim.Optimizer, step: int, total: int, elapsed: float,
-                         settings: TrainSettings, history: list[dict[str, float]]) -> None:  # fmt: skip
+def _save_training_state(
+    out: Path,
+    sam: Sam,
+    opt: torch.optim.Optimizer,
+    step: int,
+    total: int,
+    elapsed: float,
+    settings: TrainSettings,
+    history: list[dict[str, float]],
+) -> None:
     log = out.with_suffix(".log.jsonl")
     with log.open("a") as f:
         for h in history:

@@ -104,6 +104,12 @@ def test_sam_decoder_box_finetuning_runs_and_leaves_sam_untouched(tiny_sam) -> N
         16,
     )
     assert P.predict_masks(model, emb)[1].shape == (64, 64)
+    # the batched (image, box) decoding used in training equals SAM's own per-image decoding
+    bx = torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 5.0, 60.0, 40.0]])
+    with torch.no_grad():
+        batched = model.decode_box_batch(emb.embeddings, bx)
+        alone = torch.cat([model.decode_boxes(emb.embeddings[i : i + 1], bx[i : i + 1]) for i in range(2)])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
     after = tiny_sam.mask_decoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     changed = any(not torch.equal(before[k], v) for k, v in model.mask_decoder.state_dict().items())
@@ -204,7 +210,7 @@ def test_summarize_sweep_keys_and_means() -> None:
 @pytest.mark.notebook
 def test_chapter_domain_decoder_beats_promptless_sam_decoder() -> None:
     # The paper's contrast: SAM's decoder fine-tuned with box prompts, run without a prompt. In smoke
-    # runs with seeds 0-2 it scored F1 ~0.0 against ~0.75-0.80 for the domain decoder; the margins
+    # runs with seeds 0-2 it scored F1 0.00-0.08 against 0.69-0.82 for the domain decoder; the margins
     # below leave room for a weaker teaching checkpoint while still failing if either method changes
     # its nature (domain decoder not learning, or the prompt-less SAM decoder segmenting pits).
     res = run_notebook(CHAPTER)["results"]
@@ -218,8 +224,10 @@ def test_chapter_domain_decoder_beats_promptless_sam_decoder() -> None:
 
 @pytest.mark.notebook
 def test_chapter_box_prompts_beat_automatic_mode() -> None:
+    # Smoke runs (5 scenes, ~15 pits) gave box - auto IoU gaps of 0.14-0.32 over seeds and teaching
+    # checkpoints (the gap shrinks as the teaching model improves); 0.05 leaves room for that.
     res = run_notebook(CHAPTER)["results"]
-    assert res["prompt_box_generated"]["iou"] > res["prompt_auto_generated"]["iou"] + 0.1
+    assert res["prompt_box_generated"]["iou"] > res["prompt_auto_generated"]["iou"] + 0.05
     for key in ("prompt_auto_generated", "prompt_point_generated", "prompt_box_generated"):
         assert 0.0 <= res[key]["iou"] <= 1.0
 

@@ -36,8 +36,16 @@ def test_round_trip_with_numpy_values(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["ch03.json"]  # no temp file left
 
 
-def test_none_path_is_a_no_op() -> None:
+def test_none_path_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(results.RESULTS_DIR_ENV, raising=False)
     assert results.write_results(None, "c", "s", {"m": {"x": float("nan")}}) is None
+
+
+def test_none_path_writes_into_the_results_dir_when_set(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(results.RESULTS_DIR_ENV, str(tmp_path / "metrics"))
+    written = results.write_results(None, "01_geosam", "smoke", {"geosam": {"miou": 0.5}})
+    assert written == tmp_path / "metrics" / "01_geosam.json"
+    assert results.read_results(written)["results"] == {"geosam": {"miou": 0.5}}
 
 
 @pytest.mark.parametrize(
