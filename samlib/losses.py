@@ -8,11 +8,12 @@ computed per (sample, channel) over the remaining dimensions, as MONAI does.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss as _tv_sigmoid_focal_loss
 
 from samlib.errors import InvalidInputError
 
-__all__ = ["dice_focal_loss", "dice_loss", "mask_iou_logits", "sigmoid_focal_loss"]
+__all__ = ["bce_dice_loss", "dice_focal_loss", "dice_loss", "mask_iou_logits", "sigmoid_focal_loss"]
 
 
 def _prepare(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,3 +119,8 @@ def mask_iou_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (pred & gt).sum((-2, -1)).float()
     union = (pred | gt).sum((-2, -1)).float()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy on logits plus :func:`dice_loss`: the plain mask loss of the chapters."""
+    return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)

@@ -45,7 +45,7 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from samlib.errors import InvalidInputError
-from samlib.losses import dice_loss
+from samlib.losses import bce_dice_loss
 from samlib.metrics import binary_scores
 from samlib.predict import EmbeddedImages, PromptPredictor
 from samlib.prompts import box_from_mask, center_point
@@ -562,7 +562,7 @@ def _train_decoder(
         idx = torch.as_tensor(batch, device=dev)
         logits = model(emb[idx]).float()
         t = targets[idx]
-        return F.binary_cross_entropy_with_logits(logits, t) + dice_loss(logits, t)
+        return bce_dice_loss(logits, t)
 
     torch.manual_seed(seed)
     history = fit(
@@ -684,7 +684,7 @@ def train_sam_decoder_with_boxes(
         b = torch.as_tensor(np.stack(box_in), dtype=torch.float32, device=dev)
         x = model.decode_box_batch(emb[torch.as_tensor(image_idx, device=dev)], b).float()
         t = torch.cat(target)
-        return F.binary_cross_entropy_with_logits(x, t) + dice_loss(x, t)
+        return bce_dice_loss(x, t)
 
     torch.manual_seed(seed)
     history = fit(

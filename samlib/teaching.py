@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -41,6 +40,7 @@ from tqdm.auto import tqdm
 from samlib.errors import CheckpointUnavailableError, InvalidInputError
 from samlib.prompts import box_from_mask, center_point, correction_point, jitter_box, sample_points
 from samlib.scenes import Scene, generate_scene
+from samlib.training import cosine_with_warmup
 
 __all__ = [
     "TEACHING_CHECKPOINT",
@@ -349,13 +349,6 @@ class TrainSettings:
     config: TeachingConfig = field(default_factory=TeachingConfig)
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 @dataclass
 class TrainStepResult:
     loss: torch.Tensor  # scalar, with graph
@@ -444,7 +437,7 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
     mark = (step, elapsed)
     while step < total:
         for g in opt.param_groups:
-            g["lr"] = settings.lr * _lr_factor(step, total, settings.warmup_steps)
+            g["lr"] = settings.lr * cosine_with_warmup(step, total, settings.warmup_steps, floor=0.02)
         balance = max(0.0, 1 - step / settings.balance_decay_steps)
         with autocast:
             stats = training_step(sam, pool.draw(settings.batch_images), settings, rng, balance)
