@@ -38,6 +38,8 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from tqdm.auto import tqdm
 
 from samlib.errors import CheckpointUnavailableError, InvalidInputError
+from samlib.losses import mask_iou_logits
+from samlib.metrics import iou
 from samlib.prompts import box_from_mask, center_point, correction_point, jitter_box, sample_points
 from samlib.scenes import Scene, generate_scene
 from samlib.training import cosine_with_warmup
@@ -84,6 +86,23 @@ class TeachingConfig:
     @property
     def embedding_size(self) -> int:
         return self.img_size // self.patch_size
+
+    @classmethod
+    def tiny(cls, img_size: int = 64, patch_size: int = 16) -> TeachingConfig:
+        """A few-thousand-parameter model for tests and quick demos (random weights are the point)."""
+        return cls(
+            img_size=img_size,
+            patch_size=patch_size,
+            encoder_dim=32,
+            encoder_depth=1,
+            encoder_heads=2,
+            prompt_dim=16,
+            decoder_depth=1,
+            decoder_mlp_dim=32,
+            decoder_heads=2,
+            mask_in_chans=4,
+            iou_head_hidden=16,
+        )
 
 
 def build_teaching_sam(config: TeachingConfig | None = None) -> Sam:
@@ -317,14 +336,6 @@ def _mask_loss(logits: torch.Tensor, target: torch.Tensor, balance: float) -> to
     return bce + dice
 
 
-def _iou_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    pred = logits > 0
-    tgt = target > 0.5
-    inter = (pred & tgt).sum((-2, -1)).float()
-    union = (pred | tgt).sum((-2, -1)).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
 # --------------------------------------------------------------------------------------------- training
 
 
@@ -388,7 +399,7 @@ def training_step(
                 outs, ious_p = low[:, :1], iou_pred[:, :1]
             per_out = _mask_loss(outs, gt_low.expand_as(outs), balance)  # (K, M)
             best = per_out.argmin(1)
-            true_iou = _iou_of(outs.detach(), gt_low.expand_as(outs))
+            true_iou = mask_iou_logits(outs.detach(), gt_low)
             losses.append(per_out.gather(1, best[:, None]).mean() + F.mse_loss(ious_p, true_iou))
             chosen = outs[torch.arange(len(idx)), best][:, None]
             ious.append(true_iou.gather(1, best[:, None]).mean().item())
@@ -550,7 +561,7 @@ def evaluate_domain(
         filled = np.zeros_like(masks)
         for j, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
             filled[j, y0 : y1 + 1, x0 : x1 + 1] = True  # boxes are inclusive pixel indices
-        res["box_baseline_iou"] += _iou_np(filled, masks).tolist()
+        res["box_baseline_iou"] += [iou(f, m) for f, m in zip(filled, masks)]
         pts = torch.tensor(np.stack([center_point(m) for m in masks]), dtype=torch.float32)[:, None]
         prompts = PromptBatch(pts, torch.ones(len(masks), 1), None, True)
         low, iou_pred = decode(sam, emb, prompts)
@@ -569,16 +580,8 @@ def evaluate_domain(
 
 
 def _iou_full(sam: Sam, low: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    pred = (_upsample(sam, low.float()) > 0)[:, 0].cpu()
-    inter = (pred & gt).sum((-2, -1)).float()
-    union = (pred | gt).sum((-2, -1)).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
-def _iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = (a & b).sum((-2, -1))
-    union = (a | b).sum((-2, -1))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    """IoU of (K, 1, h, w) low-res logits, upsampled to the input size, against (K, H, W) masks."""
+    return mask_iou_logits(_upsample(sam, low.float())[:, 0].cpu(), gt.float())
 
 
 def evaluate(
@@ -598,7 +601,6 @@ def evaluate(
 def _evaluate_real(sam: Sam, data_root: str | Path | None) -> dict[str, dict[str, float]]:
     """Box-prompt IoU on the real building and ship sets, when the shared data is present."""
     from samlib import data as sdata
-    from samlib.metrics import iou
     from samlib.predict import PromptPredictor
 
     root = sdata.data_root(data_root)

@@ -14,21 +14,8 @@ from samlib import teaching
 from samlib.errors import CheckpointUnavailableError
 from samlib.scenes import generate_scene
 
-TINY = teaching.TeachingConfig(
-    img_size=64,
-    patch_size=8,
-    encoder_dim=32,
-    encoder_depth=1,
-    encoder_heads=2,
-    encoder_global_attn=(0,),
-    window_size=0,
-    prompt_dim=16,
-    decoder_depth=1,
-    decoder_mlp_dim=32,
-    decoder_heads=2,
-    mask_in_chans=8,
-    iou_head_hidden=16,
-)
+# Patch 8 with a global-attention block exercises the windowed/global encoder options too.
+TINY = replace(teaching.TeachingConfig.tiny(patch_size=8), encoder_global_attn=(0,))
 
 
 def _tiny_settings(**kw: object) -> teaching.TrainSettings:
