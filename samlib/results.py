@@ -24,7 +24,14 @@ import numpy as np
 
 from samlib.errors import DataNotFoundError, InvalidInputError
 
-__all__ = ["read_results", "results_table", "validate_results", "write_results"]
+__all__ = [
+    "find_recorded",
+    "read_results",
+    "recorded_dir",
+    "results_table",
+    "validate_results",
+    "write_results",
+]
 
 _KEYS = {"chapter", "setting", "device", "results"}
 
@@ -189,3 +196,33 @@ def results_table(
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     raise InvalidInputError(f"format must be 'markdown' or 'html', got {format!r}.")
+
+
+RECORDED_DIR_NAME = "results"
+"""Folder at the repository root holding committed runs, e.g. ``results/01_geosam_full.json``."""
+
+
+def recorded_dir(start: str | Path | None = None) -> Path | None:
+    """The repository's ``results/`` folder of recorded runs, searched upwards from ``start`` (default cwd).
+
+    Full-setting runs take longer than a book build can, so their metrics files are committed there
+    (``<chapter>_<setting>.json``, written by the chapter itself with ``-p out_json``) and the chapters
+    and the results page show them beside the numbers measured during the build.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file():
+            found = folder / RECORDED_DIR_NAME
+            return found if found.is_dir() else None
+    return None
+
+
+def find_recorded(
+    chapter: str, setting: str = "full", start: str | Path | None = None
+) -> dict[str, Any] | None:
+    """The recorded run of ``chapter`` in ``setting`` (validated), or None when there is none."""
+    folder = recorded_dir(start)
+    if folder is None:
+        return None
+    path = folder / f"{chapter}_{setting}.json"
+    return read_results(path) if path.is_file() else None

@@ -543,12 +543,17 @@ def evaluate_domain(
     ``point_iou`` takes the multimask output with the highest predicted IoU; ``points3_iou`` starts from
     that click and adds ``corrections`` clicks from the error region (mask logits fed back each round);
     ``box_baseline_iou`` is the filled box used as the mask (what a box alone already gives).
+    ``low_res_ceiling_iou`` is what a perfect low-res mask would score (the ground truth area-pooled to
+    the decoder's resolution and upsampled like a prediction): the best any prompt can reach.
+    ``box_iou_small`` / ``_medium`` / ``_large`` split ``box_iou`` by instance area (< 400 px,
+    400-1600 px, > 1600 px at 256 px: under 20 x 20, over 40 x 40).
     """
     rng = np.random.default_rng(seed)
     device = sam.pixel_mean.device
     size = sam.image_encoder.img_size
     res: dict[str, list[float]] = {"box_iou": [], "point_iou": [], "points3_iou": [], "box_baseline_iou": [],
-                                   "point_oracle_iou": []}  # fmt: skip
+                                   "point_oracle_iou": [], "low_res_ceiling_iou": [], "box_iou_small": [],
+                                   "box_iou_medium": [], "box_iou_large": []}  # fmt: skip
     for scene, masks in tqdm(
         _instances(domain, n_scenes, size), total=n_scenes, desc=f"eval {domain}", leave=False
     ):
@@ -557,7 +562,12 @@ def evaluate_domain(
         boxes = np.stack([box_from_mask(m) for m in masks])
         box_prompts = PromptBatch(None, None, torch.tensor(boxes, dtype=torch.float32), False)
         low, _ = decode(sam, emb, box_prompts)
-        res["box_iou"] += _iou_full(sam, low[:, :1], gt).tolist()
+        box_ious = _iou_full(sam, low[:, :1], gt).tolist()
+        res["box_iou"] += box_ious
+        for iou_k, area in zip(box_ious, masks.sum((1, 2))):
+            res["box_iou_" + ("small" if area < 400 else "medium" if area <= 1600 else "large")].append(iou_k)
+        pooled = F.interpolate(gt[:, None].float(), low.shape[-2:], mode="area")
+        res["low_res_ceiling_iou"] += _iou_full(sam, pooled - 0.5, gt).tolist()
         filled = np.zeros_like(masks)
         for j, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
             filled[j, y0 : y1 + 1, x0 : x1 + 1] = True  # boxes are inclusive pixel indices

@@ -104,3 +104,24 @@ def test_results_table() -> None:
     assert "<td>a&lt;b</td>" in html and html.startswith("<table>")
     with pytest.raises(InvalidInputError):
         results.results_table({"a": {"x": 1.0}}, format="latex")
+
+
+def test_find_recorded_searches_up_to_the_repository_root(tmp_path: Path) -> None:
+    (tmp_path / "_toc.yml").write_text("root: index\n")
+    nested = tmp_path / "notebooks"
+    nested.mkdir()
+    assert results.recorded_dir(nested) is None  # no results/ folder yet
+    assert results.find_recorded("01_x", start=nested) is None
+    results.write_results(tmp_path / "results" / "01_x_full.json", "01_x", "full", {"m": {"miou": 0.5}})
+    assert results.recorded_dir(nested) == tmp_path / "results"
+    rec = results.find_recorded("01_x", start=nested)
+    assert rec is not None and rec["results"] == {"m": {"miou": 0.5}}
+    assert results.find_recorded("01_x", setting="smoke", start=nested) is None
+
+
+def test_recorded_runs_in_the_repository_are_valid() -> None:
+    folder = results.recorded_dir(Path(__file__).parent)
+    files = sorted(folder.glob("*.json")) if folder is not None else []
+    for path in files:
+        rec = results.read_results(path)
+        assert path.name == f"{rec['chapter']}_{rec['setting']}.json", path.name
