@@ -106,6 +106,17 @@ def test_results_table() -> None:
         results.results_table({"a": {"x": 1.0}}, format="latex")
 
 
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = results.write_results(tmp_path / "r.json", "c", "smoke", {"m": {"iou": 0.5}})
+    finally:
+        os.umask(umask)
+    assert path is not None and path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
 def test_find_recorded_searches_up_to_the_repository_root(tmp_path: Path) -> None:
     (tmp_path / "_toc.yml").write_text("root: index\n")
     nested = tmp_path / "notebooks"
