@@ -76,11 +76,13 @@ class TeachingConfig:
     encoder_heads: int = 4
     encoder_global_attn: tuple[int, ...] = ()
     window_size: int = 0
+    encoder_mlp_ratio: float = 4.0
     prompt_dim: int = 64
     decoder_depth: int = 2
     decoder_mlp_dim: int = 256
     decoder_heads: int = 4
     mask_in_chans: int = 16
+    iou_head_depth: int = 3
     iou_head_hidden: int = 64
 
     @property
@@ -96,11 +98,13 @@ class TeachingConfig:
             encoder_dim=32,
             encoder_depth=1,
             encoder_heads=2,
+            encoder_mlp_ratio=2.0,
             prompt_dim=16,
             decoder_depth=1,
             decoder_mlp_dim=32,
             decoder_heads=2,
             mask_in_chans=4,
+            iou_head_depth=1,
             iou_head_hidden=16,
         )
 
@@ -116,7 +120,7 @@ def build_teaching_sam(config: TeachingConfig | None = None) -> Sam:
             embed_dim=c.encoder_dim,
             depth=c.encoder_depth,
             num_heads=c.encoder_heads,
-            mlp_ratio=4.0,
+            mlp_ratio=c.encoder_mlp_ratio,
             out_chans=c.prompt_dim,
             qkv_bias=True,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
@@ -139,7 +143,7 @@ def build_teaching_sam(config: TeachingConfig | None = None) -> Sam:
                 num_heads=c.decoder_heads,
             ),
             transformer_dim=c.prompt_dim,
-            iou_head_depth=3,
+            iou_head_depth=c.iou_head_depth,
             iou_head_hidden_dim=c.iou_head_hidden,
         ),
     )

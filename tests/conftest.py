@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,47 +20,15 @@ import samlib  # noqa: E402
 
 # isort: split
 import torch  # noqa: E402
-from segment_anything.modeling import (  # noqa: E402
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
+from segment_anything.modeling import Sam  # noqa: E402
+
+from samlib.teaching import TeachingConfig, build_teaching_sam  # noqa: E402
 
 
 def build_tiny_sam(seed: int = 0) -> Sam:
     """A randomly initialised SAM: 64 px input, 4 x 4 x 16 embedding, 16 x 16 low-res masks."""
     torch.manual_seed(seed)
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=64,
-            patch_size=16,
-            embed_dim=32,
-            depth=1,
-            num_heads=2,
-            mlp_ratio=2.0,
-            out_chans=16,
-            qkv_bias=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=0,
-            global_attn_indexes=(),
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=16, image_embedding_size=(4, 4), input_image_size=(64, 64), mask_in_chans=4
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=16, mlp_dim=32, num_heads=2),
-            transformer_dim=16,
-            iou_head_depth=1,
-            iou_head_hidden_dim=16,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
-    return sam.eval()
+    return build_teaching_sam(TeachingConfig.tiny()).eval()
 
 
 @pytest.fixture
