@@ -91,7 +91,7 @@ class TeachingConfig:
 
     @classmethod
     def tiny(cls, img_size: int = 64, patch_size: int = 16) -> TeachingConfig:
-        """A few-thousand-parameter model for tests and quick demos (random weights are the point)."""
+        """A ~44 k-parameter model for tests and quick demos (random weights are the point)."""
         return cls(
             img_size=img_size,
             patch_size=patch_size,

@@ -178,10 +178,16 @@ def test_finetune_ablations_need_one_prompt_kind(tiny_sam) -> None:
 #   unseen region:   +0.060, +0.021, +0.023   -> the test asks for UNSEEN_MARGIN
 #   familiar region: +0.058, +0.036, +0.007   -> the test asks only that fine-tuning helps at all
 # (with earlier, weaker checkpoints the unseen gain ranged from -0.010 to +0.023). Both fail if
-# fine-tuning is broken or trains towards the wrong target. The full setting targets >= +0.05 on the
-# unseen region (needs a GPU; not run yet).
+# fine-tuning is broken or trains towards the wrong target. The full setting's >= +0.05 is checked on
+# its recorded run (test_recorded_full_run_meets_the_chapter_target).
 UNSEEN_MARGIN = 0.01
 FAMILIAR_MARGIN = 0.0
+
+
+def _gain_over_zero_shot(res: dict[str, dict[str, float]], split: str) -> float:
+    """GeoSAM's mIoU minus the better zero-shot variant's, on ``split`` of a chapter's results."""
+    zero_shot = max(res[f"zero_shot_sparse_{split}"]["miou"], res[f"zero_shot_sparse_dense_{split}"]["miou"])
+    return res[f"geosam_{split}"]["miou"] - zero_shot
 
 
 @pytest.mark.notebook
@@ -194,12 +200,7 @@ def test_chapter_geosam_beats_zero_shot() -> None:
         for split in ("familiar", "unseen"):
             for name in (f"{method}_{split}", f"{method}_post_{split}"):
                 assert {"miou", "iou_road", "iou_sidewalk"} <= set(res[name]), name
-    gain = {}
-    for split in ("familiar", "unseen"):
-        zero_shot = max(
-            res[f"zero_shot_sparse_{split}"]["miou"], res[f"zero_shot_sparse_dense_{split}"]["miou"]
-        )
-        gain[split] = res[f"geosam_{split}"]["miou"] - zero_shot
+    gain = {split: _gain_over_zero_shot(res, split) for split in ("familiar", "unseen")}
     assert gain["unseen"] >= UNSEEN_MARGIN, gain
     assert gain["familiar"] > FAMILIAR_MARGIN, gain
 
@@ -215,9 +216,5 @@ def test_recorded_full_run_meets_the_chapter_target() -> None:
     rec = find_recorded("01_geosam", "full", start=Path(__file__).parent)
     if rec is None:
         pytest.skip("no recorded full-setting run in results/")
-    res = rec["results"]
-    for split in ("familiar", "unseen"):
-        zero_shot = max(
-            res[f"zero_shot_sparse_{split}"]["miou"], res[f"zero_shot_sparse_dense_{split}"]["miou"]
-        )
-        assert res[f"geosam_{split}"]["miou"] >= zero_shot + 0.05, (split, res[f"geosam_{split}"], zero_shot)
+    gain = {split: _gain_over_zero_shot(rec["results"], split) for split in ("familiar", "unseen")}
+    assert min(gain.values()) >= 0.05, gain
