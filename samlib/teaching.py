@@ -175,6 +175,58 @@ def _config_from_dict(d: dict[str, Any]) -> TeachingConfig:
     return TeachingConfig(**d)
 
 
+def _resize_table(table: torch.Tensor, length: int) -> torch.Tensor:
+    """Linearly resample a (L, C) relative-position table to (length, C)."""
+    return F.interpolate(table.T[None], size=length, mode="linear", align_corners=True)[0].T.contiguous()
+
+
+def transfer_weights(sam: Sam, source: Sam) -> Sam:
+    """Copy ``source``'s weights into ``sam``, resizing what depends on the patch grid; returns ``sam``.
+
+    This lets a finer-grid model (e.g. patch 8) start from a trained patch-16 one instead of from
+    scratch, as when ViTs are fine-tuned at a new resolution. The patch kernel is sum-pooled (a patch-8
+    token of an image sees what a patch-16 token sees of the image upsampled 2x), the absolute position
+    grid is interpolated, and each relative-position table is stretched by the same factor, then
+    cropped to the new block's attention span. Everything else must match shape for shape.
+    """
+    old_p = source.image_encoder.patch_embed.proj.kernel_size[0]
+    new_p = sam.image_encoder.patch_embed.proj.kernel_size[0]
+    if old_p % new_p:
+        raise InvalidInputError(
+            f"cannot transfer patch {old_p} weights to patch {new_p}: {old_p} must be a multiple"
+        )
+    factor = old_p // new_p
+    src = source.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for key, target in sam.state_dict().items():
+        if key not in src:
+            raise InvalidInputError(
+                f"cannot transfer weights: the source model has no {key} (a different depth?)"
+            )
+        value = src[key]
+        if key == "image_encoder.patch_embed.proj.weight" and factor > 1:
+            value = F.avg_pool2d(value, factor) * factor**2
+        elif key == "image_encoder.pos_embed" and value.shape != target.shape:
+            grid = F.interpolate(
+                value.permute(0, 3, 1, 2), size=target.shape[1:3], mode="bicubic", align_corners=False
+            )
+            value = grid.permute(0, 2, 3, 1)
+        elif ".rel_pos_" in key and value.shape != target.shape:
+            stretched = _resize_table(value, factor * (value.shape[0] - 1) + 1)
+            if stretched.shape[0] < target.shape[0]:
+                stretched = _resize_table(value, target.shape[0])
+            start = (stretched.shape[0] - target.shape[0]) // 2
+            value = stretched[start : start + target.shape[0]]
+        if value.shape != target.shape:
+            raise InvalidInputError(
+                f"cannot transfer {key}: shape {tuple(value.shape)} vs {tuple(target.shape)}; only the patch "
+                "size, window size and global-attention blocks may differ between the two configs"
+            )
+        out[key] = value.to(target.dtype)
+    sam.load_state_dict(out)
+    return sam
+
+
 # --------------------------------------------------------------------------------------------- data
 
 
@@ -361,6 +413,7 @@ class TrainSettings:
     pool_refresh: int = 3
     checkpoint_every: int = 200
     threads: int = 0
+    init_from: str = ""  # a teaching checkpoint to start from (its patch grid is resized to ``config``'s)
     config: TeachingConfig = field(default_factory=TeachingConfig)
 
 
@@ -422,7 +475,10 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
         torch.set_num_threads(settings.threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(settings.seed)
-    sam = build_teaching_sam(settings.config).to(dev).train()
+    sam = build_teaching_sam(settings.config)
+    if settings.init_from and not (resume and out.is_file()):
+        transfer_weights(sam, load_teaching_sam(settings.init_from))
+    sam = sam.to(dev).train()
     opt = torch.optim.AdamW(sam.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     step, total, elapsed = 0, settings.steps, 0.0
     rng = np.random.default_rng(settings.seed)
@@ -453,7 +509,7 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
     while step < total:
         for g in opt.param_groups:
             g["lr"] = settings.lr * cosine_with_warmup(step, total, settings.warmup_steps, floor=0.02)
-        balance = max(0.0, 1 - step / settings.balance_decay_steps)
+        balance = max(0.0, 1 - step / settings.balance_decay_steps) if settings.balance_decay_steps else 0.0
         with autocast:
             stats = training_step(sam, pool.draw(settings.batch_images), settings, rng, balance)
         opt.zero_grad(set_to_none=True)
@@ -654,6 +710,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     tr.add_argument("--out", default="runs/teaching.pt")
     tr.add_argument("--threads", type=int, default=0)
     tr.add_argument("--batch-images", type=int, default=TrainSettings.batch_images)
+    tr.add_argument("--lr", type=float, default=TrainSettings.lr)
+    tr.add_argument("--warmup-steps", type=int, default=TrainSettings.warmup_steps)
+    tr.add_argument("--init", default="", help="start from this teaching checkpoint (fine-tuning)")
+    tr.add_argument("--patch-size", type=int, default=TeachingConfig.patch_size)
+    tr.add_argument("--window-size", type=int, default=TeachingConfig.window_size)
+    tr.add_argument(
+        "--global-attn", type=int, nargs="*", default=[], help="encoder blocks with global attention"
+    )
     tr.add_argument("--no-resume", action="store_true")
     tr.add_argument("--device", default=None)
     ev = sub.add_parser("eval", help="evaluate a checkpoint (default: the shipped one)")
@@ -667,8 +731,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ex.add_argument("--dest", default=str(TEACHING_CHECKPOINT))
     args = parser.parse_args(argv)
     if args.cmd == "train":
+        config = TeachingConfig(patch_size=args.patch_size, window_size=args.window_size,
+                                encoder_global_attn=tuple(args.global_attn))  # fmt: skip
+        # A trained start does not need the early object-pixel weighting (balance_decay_steps=0).
+        balance_steps = 0 if args.init else TrainSettings.balance_decay_steps
         settings = TrainSettings(seed=args.seed, steps=args.steps, minutes=args.minutes, threads=args.threads,
-                                 batch_images=args.batch_images)  # fmt: skip
+                                 batch_images=args.batch_images, lr=args.lr, warmup_steps=args.warmup_steps,
+                                 init_from=args.init, config=config,
+                                 balance_decay_steps=balance_steps)  # fmt: skip
         train(settings, args.out, resume=not args.no_resume, device=args.device)
     elif args.cmd == "eval":
         sam = load_teaching_sam(args.checkpoint)

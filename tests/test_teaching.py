@@ -11,7 +11,7 @@ import torch
 
 import samlib  # noqa: F401  (registers the torchvision ops shim first)
 from samlib import teaching
-from samlib.errors import CheckpointUnavailableError
+from samlib.errors import CheckpointUnavailableError, InvalidInputError
 from samlib.scenes import generate_scene
 
 # Patch 8 with a global-attention block exercises the windowed/global encoder options too.
@@ -87,3 +87,51 @@ def test_training_resumes_from_checkpoint_and_exports(tmp_path: Path) -> None:
     sam = teaching.load_teaching_sam(shipped)
     assert sam.image_encoder.img_size == 64
     assert next(sam.parameters()).dtype == torch.float32
+
+
+def _tiny_p16_with_rel_pos() -> torch.nn.Module:
+    torch.manual_seed(1)
+    sam = teaching.build_teaching_sam(teaching.TeachingConfig.tiny(patch_size=16))
+    with torch.no_grad():  # relative-position tables start at zero; give the resizing something to move
+        for name, param in sam.named_parameters():
+            if ".rel_pos_" in name:
+                param.normal_()
+    return sam
+
+
+def test_transfer_to_patch_8_sees_what_patch_16_sees_at_twice_the_size() -> None:
+    source = _tiny_p16_with_rel_pos()
+    sam = teaching.transfer_weights(teaching.build_teaching_sam(TINY), source)
+    image = torch.rand(1, 3, 64, 64)
+    upsampled = torch.nn.functional.interpolate(image, scale_factor=2, mode="nearest")
+    # One patch-8 token of the image = one patch-16 token of the image upsampled 2x.
+    torch.testing.assert_close(
+        sam.image_encoder.patch_embed(image),
+        source.image_encoder.patch_embed(upsampled),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+    assert sam.image_encoder.pos_embed.shape == (1, 8, 8, 32)
+    assert torch.equal(sam.mask_decoder.iou_token.weight, source.mask_decoder.iou_token.weight)
+    emb = sam.image_encoder(image)
+    assert emb.shape == (1, 16, 8, 8) and torch.isfinite(emb).all()
+
+
+def test_transfer_refuses_a_different_architecture() -> None:
+    wider = replace(TINY, encoder_dim=48)
+    with pytest.raises(InvalidInputError, match="only the patch size"):
+        teaching.transfer_weights(teaching.build_teaching_sam(wider), _tiny_p16_with_rel_pos())
+
+
+def test_training_can_start_from_a_coarser_checkpoint(tmp_path: Path) -> None:
+    start = tmp_path / "p16.pt"
+    source = _tiny_p16_with_rel_pos()
+    torch.save({"config": teaching.asdict(teaching.TeachingConfig.tiny(patch_size=16)),
+                "model": source.state_dict()}, start)  # fmt: skip
+    out = tmp_path / "p8.pt"
+    # lr = 0: the saved weights are exactly the transferred ones.
+    teaching.train(_tiny_settings(steps=1, lr=0.0, weight_decay=0.0, init_from=str(start)), out, resume=False)
+    saved = torch.load(out, map_location="cpu", weights_only=True)["model"]
+    expected = teaching.transfer_weights(teaching.build_teaching_sam(TINY), teaching.load_teaching_sam(start))
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(saved[key], value, msg=key)
