@@ -565,10 +565,14 @@ def _save_training_state(
 def export(training_checkpoint: str | Path, dest: str | Path = TEACHING_CHECKPOINT) -> Path:
     """Write the fp16 inference checkpoint (config, weights, training metadata) shipped with samlib."""
     state = torch.load(training_checkpoint, map_location="cpu", weights_only=False)
+    stages = _training_stages(state)
     meta = {
         "step": state["step"],
         "elapsed_s": state["elapsed_s"],
         "settings": state["settings"],
+        "stages": stages,
+        "total_steps": sum(s["step"] for s in stages),
+        "total_elapsed_s": sum(s["elapsed_s"] for s in stages),
         "torch": str(torch.__version__),
     }
     ckpt = {
@@ -582,6 +586,24 @@ def export(training_checkpoint: str | Path, dest: str | Path = TEACHING_CHECKPOI
     torch.save(ckpt, tmp)
     os.replace(tmp, dest)
     return dest
+
+
+def _training_stages(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training runs behind a checkpoint, oldest first: its own, after those of its ``init_from``.
+
+    An ``init_from`` file that is no longer there ends the chain (its stage is then not listed).
+    """
+    own = {"step": state["step"], "elapsed_s": state["elapsed_s"], "config": state["config"],
+           "settings": state["settings"]}  # fmt: skip
+    init = state["settings"].get("init_from")
+    if not init or not Path(init).is_file():
+        return [own]
+    prev = torch.load(init, map_location="cpu", weights_only=False)
+    if "meta" in prev:  # a shipped (exported) checkpoint
+        earlier = prev["meta"].get("stages", [])
+    else:
+        earlier = _training_stages(prev) if "step" in prev else []
+    return [*earlier, own]
 
 
 # --------------------------------------------------------------------------------------------- evaluation

@@ -125,9 +125,9 @@ def test_transfer_refuses_a_different_architecture() -> None:
 
 def test_training_can_start_from_a_coarser_checkpoint(tmp_path: Path) -> None:
     start = tmp_path / "p16.pt"
-    source = _tiny_p16_with_rel_pos()
-    torch.save({"config": teaching.asdict(teaching.TeachingConfig.tiny(patch_size=16)),
-                "model": source.state_dict()}, start)  # fmt: skip
+    teaching.train(
+        _tiny_settings(steps=1, config=teaching.TeachingConfig.tiny(patch_size=16)), start, resume=False
+    )
     out = tmp_path / "p8.pt"
     # lr = 0: the saved weights are exactly the transferred ones.
     teaching.train(_tiny_settings(steps=1, lr=0.0, weight_decay=0.0, init_from=str(start)), out, resume=False)
@@ -135,3 +135,8 @@ def test_training_can_start_from_a_coarser_checkpoint(tmp_path: Path) -> None:
     expected = teaching.transfer_weights(teaching.build_teaching_sam(TINY), teaching.load_teaching_sam(start))
     for key, value in expected.state_dict().items():
         torch.testing.assert_close(saved[key], value, msg=key)
+    # the shipped file lists both runs: the one it started from, then its own
+    meta = torch.load(teaching.export(out, tmp_path / "ship.pt"), map_location="cpu", weights_only=True)[
+        "meta"
+    ]
+    assert [stage["config"]["patch_size"] for stage in meta["stages"]] == [16, 8]
