@@ -64,9 +64,11 @@ _EVAL_SEED_OFFSET = 900_000_000  # evaluation scenes never overlap training seed
 class TeachingConfig:
     """Architecture of the teaching model: SAM's structure, scaled down (about 1.2 M parameters).
 
-    256 px input with patch 16 gives a 16 x 16 embedding and 64 x 64 low-res masks. Patch 8 (32 x 32,
-    128 x 128 masks; ``patch_size=8, window_size=8, encoder_global_attn=(1, 3)``) resolves narrow roads
-    better but costs 4x the encoder compute: worth it on a GPU, too slow to pretrain on a 2-core CPU.
+    The defaults are the first training stage: 256 px input with patch 16 gives a 16 x 16 embedding
+    and 64 x 64 low-res masks, cheap enough to train from scratch on a CPU. The shipped model is that
+    one converted (:func:`transfer_weights`) to ``patch_size=8, window_size=16,
+    encoder_global_attn=(1, 3)`` and fine-tuned: a 32 x 32 embedding and 128 x 128 masks, about three
+    times the cost per training step. Every checkpoint stores its own config.
     """
 
     img_size: int = 256
