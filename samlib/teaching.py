@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -630,14 +631,16 @@ def evaluate_domain(
     ``low_res_ceiling_iou`` is what a perfect low-res mask would score (the ground truth area-pooled to
     the decoder's resolution and upsampled like a prediction): the best any prompt can reach.
     ``box_iou_small`` / ``_medium`` / ``_large`` split ``box_iou`` by instance area (< 400 px,
-    400-1600 px, > 1600 px at 256 px: under 20 x 20, over 40 x 40).
+    400-1600 px, > 1600 px at 256 px: under 20 x 20, over 40 x 40); ``box_iou_whole`` / ``_split`` by
+    whether the visible instance is one connected piece or cut into several by objects in front of it.
     """
     rng = np.random.default_rng(seed)
     device = sam.pixel_mean.device
     size = sam.image_encoder.img_size
     res: dict[str, list[float]] = {"box_iou": [], "point_iou": [], "points3_iou": [], "box_baseline_iou": [],
                                    "point_oracle_iou": [], "low_res_ceiling_iou": [], "box_iou_small": [],
-                                   "box_iou_medium": [], "box_iou_large": []}  # fmt: skip
+                                   "box_iou_medium": [], "box_iou_large": [], "box_iou_whole": [],
+                                   "box_iou_split": []}  # fmt: skip
     for scene, masks in tqdm(
         _instances(domain, n_scenes, size), total=n_scenes, desc=f"eval {domain}", leave=False
     ):
@@ -650,6 +653,9 @@ def evaluate_domain(
         res["box_iou"] += box_ious
         for iou_k, area in zip(box_ious, masks.sum((1, 2))):
             res["box_iou_" + ("small" if area < 400 else "medium" if area <= 1600 else "large")].append(iou_k)
+        for iou_k, m in zip(box_ious, masks):
+            pieces = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1  # minus background
+            res["box_iou_" + ("whole" if pieces <= 1 else "split")].append(iou_k)
         pooled = F.interpolate(gt[:, None].float(), low.shape[-2:], mode="area")
         res["low_res_ceiling_iou"] += _iou_full(sam, pooled - 0.5, gt).tolist()
         filled = np.zeros_like(masks)

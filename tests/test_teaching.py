@@ -45,6 +45,8 @@ def test_shipped_checkpoint_loads_small_and_beats_box_baseline() -> None:
     r = teaching.evaluate_domain(sam, "source", n_scenes=12, corrections=1)
     # The filled box is what a box prompt gives for free; a model that learnt anything beats it.
     assert r["box_iou"] > r["box_baseline_iou"] + 0.03, r
+    # Its known weak spot (model card): instances cut into pieces by objects in front of them.
+    assert r["box_iou_split"] < r["box_iou_whole"], r
 
 
 def test_missing_checkpoint_says_how_to_make_one(tmp_path: Path) -> None:
