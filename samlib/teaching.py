@@ -651,10 +651,10 @@ def evaluate_domain(
         low, _ = decode(sam, emb, box_prompts)
         box_ious = _iou_full(sam, low[:, :1], gt).tolist()
         res["box_iou"] += box_ious
-        for iou_k, area in zip(box_ious, masks.sum((1, 2))):
-            res["box_iou_" + ("small" if area < 400 else "medium" if area <= 1600 else "large")].append(iou_k)
         for iou_k, m in zip(box_ious, masks):
+            area = m.sum()
             pieces = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1  # minus background
+            res["box_iou_" + ("small" if area < 400 else "medium" if area <= 1600 else "large")].append(iou_k)
             res["box_iou_" + ("whole" if pieces <= 1 else "split")].append(iou_k)
         pooled = F.interpolate(gt[:, None].float(), low.shape[-2:], mode="area")
         res["low_res_ceiling_iou"] += _iou_full(sam, pooled - 0.5, gt).tolist()
