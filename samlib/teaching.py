@@ -178,6 +178,10 @@ def _config_from_dict(d: dict[str, Any]) -> TeachingConfig:
     return TeachingConfig(**d)
 
 
+# The last layer of each residual branch of an encoder block: zero them and the block is the identity.
+_BRANCH_OUTPUTS = frozenset({"attn.proj.weight", "attn.proj.bias", "mlp.lin2.weight", "mlp.lin2.bias"})
+
+
 def _resize_table(table: torch.Tensor, length: int) -> torch.Tensor:
     """Linearly resample a (L, C) relative-position table to (length, C)."""
     return F.interpolate(table.T[None], size=length, mode="linear", align_corners=True)[0].T.contiguous()
@@ -190,7 +194,10 @@ def transfer_weights(sam: Sam, source: Sam) -> Sam:
     scratch, as when ViTs are fine-tuned at a new resolution. The patch kernel is sum-pooled (a patch-8
     token of an image sees what a patch-16 token sees of the image upsampled 2x), the absolute position
     grid is interpolated, and each relative-position table is stretched by the same factor, then
-    cropped to the new block's attention span. Everything else must match shape for shape.
+    cropped to the new block's attention span. ``sam`` may also be deeper than ``source``: its extra
+    encoder blocks come after the copied ones and start as the identity (the output projections of their
+    attention and MLP branches are zeroed), so the deeper model computes exactly what ``source`` did and
+    training adds capacity from there. Everything else must match shape for shape.
     """
     old_p = source.image_encoder.patch_embed.proj.kernel_size[0]
     new_p = sam.image_encoder.patch_embed.proj.kernel_size[0]
@@ -200,8 +207,18 @@ def transfer_weights(sam: Sam, source: Sam) -> Sam:
         )
     factor = old_p // new_p
     src = source.state_dict()
+    old_depth = len(source.image_encoder.blocks)
+    if len(sam.image_encoder.blocks) < old_depth:
+        raise InvalidInputError(
+            f"cannot transfer a {old_depth}-block encoder into a {len(sam.image_encoder.blocks)}-block one: "
+            "the target may add blocks, not drop them"
+        )
     out: dict[str, torch.Tensor] = {}
     for key, target in sam.state_dict().items():
+        if key.startswith("image_encoder.blocks.") and int(key.split(".")[2]) >= old_depth:
+            is_branch_output = key.split(".", 3)[3] in _BRANCH_OUTPUTS
+            out[key] = torch.zeros_like(target) if is_branch_output else target
+            continue
         if key not in src:
             raise InvalidInputError(
                 f"cannot transfer weights: the source model has no {key} (a different depth?)"
@@ -612,8 +629,10 @@ def _training_stages(state: dict[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------- evaluation
 
 
-def _instances(domain: str, n_scenes: int, size: int) -> Iterator[tuple[Scene, np.ndarray]]:
-    for i in range(n_scenes):
+def _instances(
+    domain: str, n_scenes: int, size: int, first_scene: int = 0
+) -> Iterator[tuple[Scene, np.ndarray]]:
+    for i in range(first_scene, first_scene + n_scenes):
         scene = generate_scene(domain, size, _EVAL_SEED_OFFSET + i)
         if len(scene.kinds):
             yield scene, scene.masks
@@ -621,7 +640,7 @@ def _instances(domain: str, n_scenes: int, size: int) -> Iterator[tuple[Scene, n
 
 @torch.inference_mode()
 def evaluate_domain(
-    sam: Sam, domain: str, n_scenes: int = 200, corrections: int = 3, seed: int = 0
+    sam: Sam, domain: str, n_scenes: int = 200, corrections: int = 3, seed: int = 0, first_scene: int = 0
 ) -> dict[str, float]:
     """Mean instance IoU on held-out scenes of ``domain`` for box, centre-point and corrected-point prompts.
 
@@ -633,6 +652,8 @@ def evaluate_domain(
     ``box_iou_small`` / ``_medium`` / ``_large`` split ``box_iou`` by instance area (< 400 px,
     400-1600 px, > 1600 px at 256 px: under 20 x 20, over 40 x 40); ``box_iou_whole`` / ``_split`` by
     whether the visible instance is one connected piece or cut into several by objects in front of it.
+    Scenes ``first_scene`` .. ``first_scene + n_scenes - 1`` of the held-out set are used; another
+    ``first_scene`` gives an independent set, to confirm a comparison made on the default one.
     """
     rng = np.random.default_rng(seed)
     device = sam.pixel_mean.device
@@ -642,7 +663,7 @@ def evaluate_domain(
                                    "box_iou_medium": [], "box_iou_large": [], "box_iou_whole": [],
                                    "box_iou_split": []}  # fmt: skip
     for scene, masks in tqdm(
-        _instances(domain, n_scenes, size), total=n_scenes, desc=f"eval {domain}", leave=False
+        _instances(domain, n_scenes, size, first_scene), total=n_scenes, desc=f"eval {domain}", leave=False
     ):
         emb = sam.image_encoder(_pixel_batch(sam, [scene.image], device))
         gt = torch.as_tensor(masks)
@@ -685,13 +706,17 @@ def _iou_full(sam: Sam, low: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(
-    sam: Sam, n_scenes: int = 200, n_target_scenes: int = 50, data_root: str | Path | None = None
+    sam: Sam,
+    n_scenes: int = 200,
+    n_target_scenes: int = 50,
+    data_root: str | Path | None = None,
+    first_scene: int = 0,
 ) -> dict[str, Any]:
     """The model card's numbers: source-domain metrics, each target domain, and real data when present."""
-    report: dict[str, Any] = dict(evaluate_domain(sam, "source", n_scenes))
+    report: dict[str, Any] = dict(evaluate_domain(sam, "source", n_scenes, first_scene=first_scene))
     report["targets"] = {}
     for domain in TARGET_DOMAINS:
-        r = evaluate_domain(sam, domain, n_target_scenes)
+        r = evaluate_domain(sam, domain, n_target_scenes, first_scene=first_scene)
         report["targets"][domain] = {"box_iou": r["box_iou"], "point_iou": r["point_iou"],
                                      "box_baseline_iou": r["box_baseline_iou"]}  # fmt: skip
     report["real"] = _evaluate_real(sam, data_root)
@@ -743,6 +768,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     tr.add_argument("--lr", type=float, default=TrainSettings.lr)
     tr.add_argument("--warmup-steps", type=int, default=TrainSettings.warmup_steps)
     tr.add_argument("--init", default="", help="start from this teaching checkpoint (fine-tuning)")
+    tr.add_argument("--depth", type=int, default=TeachingConfig.encoder_depth, help="encoder blocks")
     tr.add_argument("--patch-size", type=int, default=TeachingConfig.patch_size)
     tr.add_argument("--window-size", type=int, default=TeachingConfig.window_size)
     tr.add_argument(
@@ -756,12 +782,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     ev.add_argument("--n", type=int, default=200)
     ev.add_argument("--n-targets", type=int, default=50)
     ev.add_argument("--data-root", default=None)
+    ev.add_argument(
+        "--first-scene",
+        type=int,
+        default=0,
+        help="start of the held-out scene range (another set: e.g. 1000)",
+    )
     ex = sub.add_parser("export", help="write the fp16 shipped checkpoint from a training checkpoint")
     ex.add_argument("training_checkpoint")
     ex.add_argument("--dest", default=str(TEACHING_CHECKPOINT))
     args = parser.parse_args(argv)
     if args.cmd == "train":
         config = TeachingConfig(patch_size=args.patch_size, window_size=args.window_size,
+                                encoder_depth=args.depth,
                                 encoder_global_attn=tuple(args.global_attn))  # fmt: skip
         # A trained start does not need the early object-pixel weighting (balance_decay_steps=0).
         balance_steps = 0 if args.init else TrainSettings.balance_decay_steps
@@ -772,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         train(settings, args.out, resume=not args.no_resume, device=args.device)
     elif args.cmd == "eval":
         sam = load_teaching_sam(args.checkpoint)
-        report = evaluate(sam, args.n, args.n_targets, args.data_root)
+        report = evaluate(sam, args.n, args.n_targets, args.data_root, args.first_scene)
         text = json.dumps(report, indent=2)
         print(text)
         if args.json:

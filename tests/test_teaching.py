@@ -125,6 +125,23 @@ def test_transfer_refuses_a_different_architecture() -> None:
         teaching.transfer_weights(teaching.build_teaching_sam(wider), _tiny_p16_with_rel_pos())
 
 
+def test_deeper_encoder_starts_as_the_source_model_and_then_learns() -> None:
+    source = _tiny_p16_with_rel_pos()
+    deeper = replace(teaching.TeachingConfig.tiny(patch_size=16), encoder_depth=3)
+    sam = teaching.transfer_weights(teaching.build_teaching_sam(deeper), source)
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():  # the two new blocks are the identity, so nothing changes yet
+        torch.testing.assert_close(sam.image_encoder(image), source.image_encoder(image))
+    # ... but they are trainable: the zeroed output projections get a gradient
+    sam.image_encoder(image).square().mean().backward()
+    grad = sam.image_encoder.blocks[2].mlp.lin2.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    with pytest.raises(InvalidInputError, match="may add blocks, not drop them"):
+        teaching.transfer_weights(
+            teaching.build_teaching_sam(teaching.TeachingConfig.tiny(patch_size=16)), sam
+        )
+
+
 def test_training_can_start_from_a_coarser_checkpoint(tmp_path: Path) -> None:
     start = tmp_path / "p16.pt"
     teaching.train(
