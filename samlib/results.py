@@ -15,7 +15,7 @@ import html
 import json
 import math
 import os
-import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -127,13 +127,13 @@ def write_results(
         raise InvalidInputError(f"extra is not JSON serialisable (finite numbers only): {e}") from e
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    # Not tempfile.mkstemp: it creates 0600 files, and reading the umask to undo that is process-global
+    # (not thread-safe). O_EXCL on a unique name is as safe, and the kernel applies the umask to 0666.
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)

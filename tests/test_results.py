@@ -114,7 +114,7 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
         path = results.write_results(tmp_path / "r.json", "c", "smoke", {"m": {"iou": 0.5}})
     finally:
         os.umask(umask)
-    assert path is not None and path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert path is not None and path.stat().st_mode & 0o777 == 0o644  # 0666 minus the umask, as open() gives
 
 
 def test_find_recorded_searches_up_to_the_repository_root(tmp_path: Path) -> None:
