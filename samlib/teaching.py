@@ -68,8 +68,9 @@ class TeachingConfig:
     The defaults are the first training stage: 256 px input with patch 16 gives a 16 x 16 embedding
     and 64 x 64 low-res masks, cheap enough to train from scratch on a CPU. The shipped model is that
     one converted (:func:`transfer_weights`) to ``patch_size=8, window_size=16,
-    encoder_global_attn=(1, 3)`` and fine-tuned: a 32 x 32 embedding and 128 x 128 masks, about three
-    times the cost per training step. Every checkpoint stores its own config.
+    encoder_global_attn=(1, 3)`` and fine-tuned (a 32 x 32 embedding and 128 x 128 masks, about three
+    times the cost per training step), then deepened to ``encoder_depth=6, encoder_global_attn=(1, 3, 5)``
+    (1.6 M parameters) and fine-tuned again. Every checkpoint stores its own config.
     """
 
     img_size: int = 256
