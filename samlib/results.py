@@ -129,14 +129,14 @@ def write_results(
     out.parent.mkdir(parents=True, exist_ok=True)
     # Not tempfile.mkstemp: it creates 0600 files, and reading the umask to undo that is process-global
     # (not thread-safe). O_EXCL on a unique name is as safe, and the kernel applies the umask to 0666.
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text + "\n")
         os.replace(tmp, out)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -180,8 +180,8 @@ def test_finetune_ablations_need_one_prompt_kind(tiny_sam) -> None:
 #   familiar region: +0.080, +0.020, +0.008   -> the test asks only that fine-tuning helps at all
 # (earlier checkpoints, unseen: the first 8 px one +0.049, +0.015, +0.007; the 16 px one +0.060,
 # +0.021, +0.023; weaker ones -0.010 to +0.023). Both fail if fine-tuning is broken or trains towards
-# the wrong target. The full setting's
-# >= +0.05 is checked on its recorded run (test_recorded_full_run_meets_the_chapter_target).
+# the wrong target. The full setting's >= +0.05 is checked on its recorded run
+# (test_recorded_full_run_meets_the_chapter_target).
 UNSEEN_MARGIN = 0.01
 FAMILIAR_MARGIN = 0.0
 
