@@ -142,6 +142,12 @@ def test_deeper_encoder_starts_as_the_source_model_and_then_learns() -> None:
         )
 
 
+def test_eval_first_scene_selects_a_later_range_of_the_held_out_scenes() -> None:
+    default = [scene for scene, _ in teaching._instances("source", 3, 64)]
+    later = [scene for scene, _ in teaching._instances("source", 2, 64, first_scene=1)]
+    assert [s.image.tobytes() for s in later] == [s.image.tobytes() for s in default[1:]]
+
+
 def test_training_can_start_from_a_coarser_checkpoint(tmp_path: Path) -> None:
     start = tmp_path / "p16.pt"
     teaching.train(
