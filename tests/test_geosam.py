@@ -175,13 +175,13 @@ def test_finetune_ablations_need_one_prompt_kind(tiny_sam) -> None:
 
 # Smoke setting on CPU with the shipped teaching SAM (8 px patches, 6 blocks), seeds 0, 1, 2: GeoSAM
 # fine-tuned minus the better zero-shot variant, in mIoU,
-#   unseen region:   +0.041, +0.031, +0.034   -> the test (seed 0, the chapter's default) asks for
+#   unseen region:   +0.067, +0.067, +0.033   -> the test (seed 0, the chapter's default) asks for
 #                                                UNSEEN_MARGIN
-#   familiar region: +0.080, +0.020, +0.008   -> the test asks only that fine-tuning helps at all
-# (earlier checkpoints, unseen: the first 8 px one +0.049, +0.015, +0.007; the 16 px one +0.060,
-# +0.021, +0.023; weaker ones -0.010 to +0.023). Both fail if fine-tuning is broken or trains towards
-# the wrong target. The full setting's >= +0.05 is checked on its recorded run
-# (test_recorded_full_run_meets_the_chapter_target).
+#   familiar region: +0.083, +0.045, +0.016   -> the test asks only that fine-tuning helps at all
+# (earlier checkpoints, unseen: the first 6-block one +0.041, +0.031, +0.034; the first 8 px one
+# +0.049, +0.015, +0.007; the 16 px one +0.060, +0.021, +0.023; weaker ones -0.010 to +0.023).
+# Both fail if fine-tuning is broken or trains towards the wrong target. The full setting's >= +0.05
+# is checked on its recorded run (test_recorded_full_run_meets_the_chapter_target).
 UNSEEN_MARGIN = 0.01
 FAMILIAR_MARGIN = 0.0
 
