@@ -213,9 +213,8 @@ def test_chapter_domain_decoder_beats_promptless_sam_decoder() -> None:
     # runs with seeds 0-2 it scored F1 0.03-0.09 against 0.90 for the domain decoder (shipped 6-block
     # teaching model; 0.11-0.15 against 0.91 at the end of its stage 3; 0.03-0.12 against 0.90-0.91
     # with the 4-block 8 px one, 0.00-0.08 against 0.69-0.82 with the 16 px one); the margins below
-    # leave room for other checkpoints while still
-    # failing if either method changes its nature (domain decoder not learning, or the prompt-less SAM
-    # decoder segmenting pits).
+    # leave room for other checkpoints while still failing if either method changes its nature (domain
+    # decoder not learning, or the prompt-less SAM decoder segmenting pits).
     res = run_notebook(CHAPTER)["results"]
     dd = res["domain_decoder_n5_generated"]
     ft = res["sam_decoder_ft_n5_generated"]
