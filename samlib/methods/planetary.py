@@ -170,17 +170,6 @@ def mars_pits_set(root: str | Path | None, split: str, limit: int | None = None)
     )
 
 
-def embedded_subset(embedded: EmbeddedImages, indices: Sequence[int]) -> EmbeddedImages:
-    """The images ``indices`` of ``embedded`` (embeddings are indexed, not copied when contiguous)."""
-    idx = [int(i) for i in indices]
-    return EmbeddedImages(
-        embeddings=embedded.embeddings[idx],
-        original_sizes=[embedded.original_sizes[i] for i in idx],
-        input_sizes=[embedded.input_sizes[i] for i in idx],
-        img_size=embedded.img_size,
-    )
-
-
 # ----------------------------------------------------------------------------------------------- metrics
 
 
@@ -393,32 +382,6 @@ def pseudo_labels(
 
 
 # ----------------------------------------------------------------------------------------------- decoders
-
-
-def masks_to_grid(masks: Sequence[np.ndarray], embedded: EmbeddedImages, grid: int) -> torch.Tensor:
-    """Map original-size masks onto a ``grid`` x ``grid`` map of SAM's padded square input.
-
-    Each mask is resized like its image (long side to ``img_size``), zero-padded bottom/right to the
-    square, then area-resized to ``grid``: the inverse of :meth:`EmbeddedImages.logits_to_original`.
-
-    Returns:
-      (torch.Tensor): (N, 1, grid, grid) float32 soft targets in [0, 1].
-    """
-    if len(masks) != len(embedded):
-        raise InvalidInputError(f"got {len(masks)} masks for {len(embedded)} embedded images.")
-    s = embedded.img_size
-    out = np.zeros((len(masks), 1, grid, grid), np.float32)
-    for i, m in enumerate(masks):
-        m = np.asarray(m, np.float32)
-        if m.shape != tuple(embedded.original_sizes[i]):
-            raise InvalidInputError(
-                f"mask {i} has shape {m.shape}, its image was {tuple(embedded.original_sizes[i])}."
-            )
-        h, w = embedded.input_sizes[i]
-        square = np.zeros((s, s), np.float32)
-        square[:h, :w] = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
-        out[i, 0] = square if grid == s else cv2.resize(square, (grid, grid), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(out)
 
 
 class DomainDecoder(nn.Module):
