@@ -1,5 +1,10 @@
 """samlib: the code behind the book "Segment Anything for remote sensing".
 
+The public API is what this module exports; the rest is one module per concept (a flat core:
+``prompts``, ``metrics``, ``embeddings``, ``decoders`` ...) plus three subpackages: ``teaching`` (the
+book's small SAM), ``experts`` (stand-in models that propose prompts) and ``methods`` (one module per
+paper). Subpackages and figure helpers are imported on first use, which keeps ``import samlib`` light.
+
 Import order matters: :func:`samlib._compat.ensure_torchvision_ops` must run before anything imports
 torchvision or segment_anything (see that module). ``samlib.plots`` is imported on first use, so
 ``import samlib`` does not load matplotlib.
@@ -11,6 +16,7 @@ _compat.ensure_torchvision_ops()
 
 from samlib import data, errors, losses, metrics, models, predict, prompts, results, utils  # noqa: E402
 from samlib.data import data_root  # noqa: E402
+from samlib.embeddings import EmbeddedImages, embed_images  # noqa: E402
 from samlib.errors import (  # noqa: E402
     CheckpointUnavailableError,
     DataNotFoundError,
@@ -27,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointUnavailableError",
     "DataNotFoundError",
+    "EmbeddedImages",
     "InvalidInputError",
     "PromptPredictor",
     "SamlibError",
@@ -34,6 +41,7 @@ __all__ = [
     "data",
     "data_root",
     "default_device",
+    "embed_images",
     "errors",
     "load_sam",
     "losses",

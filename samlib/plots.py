@@ -23,7 +23,9 @@ __all__ = [
     "image_grid",
     "overlay",
     "palette_color",
+    "plot_rows",
     "show_boxes",
+    "show_comparison",
     "show_image",
     "show_mask",
     "show_points",
@@ -156,5 +158,59 @@ def image_grid(
             show_image(ax, item)
         if titles is not None:
             ax.set_title(titles[i], fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_comparison(
+    image: np.ndarray,
+    panels: Sequence[tuple[str, np.ndarray | None]],
+    boxes: np.ndarray | None = None,
+    axes: Sequence[Any] | None = None,
+    size: float = 3.0,
+) -> Any:
+    """The image with its boxes, then one overlay per (title, mask) panel (None: "not available").
+
+    Returns the matplotlib Figure.
+    """
+    n = 1 + len(panels)
+    if axes is None:
+        fig, ax_arr = plt.subplots(1, n, figsize=(size * n, size), squeeze=False)
+        axes = list(ax_arr[0])
+    else:
+        fig = axes[0].figure
+    show_image(axes[0], image, "image + boxes")
+    if boxes is not None:
+        show_boxes(axes[0], boxes, color=(1.0, 0.9, 0.0))
+    for ax, (title, mask) in zip(axes[1:], panels, strict=True):
+        show_image(ax, image, title)
+        if mask is None:
+            ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes, color="w")
+        else:
+            show_mask(ax, np.asarray(mask, bool), (0.0, 0.8, 1.0), 0.5)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rows(
+    images: Sequence[np.ndarray],
+    rows: dict[str, Sequence[np.ndarray | None]],
+    boxes: Sequence[np.ndarray] | None = None,
+    size: float = 3.0,
+) -> Any:
+    """A grid with one row per ``{title: masks}`` entry and one column per image (masks overlaid).
+
+    ``boxes``: when given, drawn on every panel of the first row. Returns the matplotlib Figure.
+    """
+    n = len(images)
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n, size * len(rows)), squeeze=False)
+    for r, (title, masks) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            show_image(ax, images[c], title)
+            if masks[c] is not None:
+                show_mask(ax, np.asarray(masks[c], bool), (0.0, 0.45, 0.7), 0.5)
+            if boxes is not None and r == 0:
+                show_boxes(ax, boxes[c], color=(1.0, 0.9, 0.0))
     fig.tight_layout()
     return fig

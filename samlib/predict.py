@@ -3,8 +3,7 @@
 * :class:`PromptPredictor` adds an LRU cache of image embeddings (the image encoder is ~99% of SAM's
   compute, so prompting the same image again must not re-run it), input validation with clear errors,
   and batched prompting: many boxes/points for one image in one decoder call.
-* :func:`embed_images` computes embeddings for a list of images, for training decoders on cached
-  embeddings.
+* Training decoders on cached embeddings of many images lives in :mod:`samlib.embeddings`.
 
 Embeddings are computed under ``torch.no_grad`` rather than ``torch.inference_mode``: inference tensors
 cannot be saved for backward, and cached embeddings are meant to be fed to trainable decoders. Mask
@@ -15,17 +14,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
-from tqdm.auto import tqdm
 
 from samlib.errors import InvalidInputError, SamlibError
 from samlib.models import model_name
@@ -33,11 +29,9 @@ from samlib.utils import as_uint8_rgb
 
 __all__ = [
     "CachedEmbedding",
-    "EmbeddedImages",
     "EmbeddingCache",
     "Prediction",
     "PromptPredictor",
-    "embed_images",
 ]
 
 
@@ -348,75 +342,3 @@ class PromptPredictor:
             scores=scores.float().cpu().numpy(),
             low_res_logits=low_res.float().cpu().numpy(),
         )
-
-
-@dataclass
-class EmbeddedImages:
-    """Image embeddings plus the geometry needed to map decoder logits back to each image.
-
-    Attributes:
-      embeddings (torch.Tensor): float32 on CPU, shape (N, C, h, w).
-      original_sizes (list[tuple[int, int]]): (H, W) of each image as given.
-      input_sizes (list[tuple[int, int]]): (H', W') after resizing the long side to ``img_size``.
-      img_size (int): the encoder's square input size (1024 for official SAM).
-    """
-
-    embeddings: torch.Tensor
-    original_sizes: list[tuple[int, int]]
-    input_sizes: list[tuple[int, int]]
-    img_size: int
-
-    def __len__(self) -> int:
-        return int(self.embeddings.shape[0])
-
-    def logits_to_original(self, logits: torch.Tensor, index: int) -> torch.Tensor:
-        """Upscale low-res logits of image ``index`` to its original size (as ``Sam.postprocess_masks``).
-
-        Arguments:
-          logits (torch.Tensor): (B, K, h, w) low-res decoder logits.
-
-        Returns:
-          (torch.Tensor): (B, K, H, W) logits at the original image size.
-        """
-        if logits.dim() != 4:
-            raise InvalidInputError(f"logits must have shape (B, K, h, w), got {tuple(logits.shape)}.")
-        up = F.interpolate(logits, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
-        h, w = self.input_sizes[index]
-        return F.interpolate(
-            up[..., :h, :w], self.original_sizes[index], mode="bilinear", align_corners=False
-        )
-
-
-def embed_images(
-    sam: Sam, images: Sequence[np.ndarray], batch_size: int = 4, progress: bool = True
-) -> EmbeddedImages:
-    """Run SAM's image encoder on ``images`` (each (H, W, 3) uint8 RGB; sizes may differ).
-
-    Returns:
-      (EmbeddedImages): embeddings (N, C, h, w) on CPU plus per-image original and input sizes.
-    """
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}.")
-    if len(images) == 0:
-        raise InvalidInputError("embed_images needs at least one image.")
-    img_size = int(sam.image_encoder.img_size)
-    transform = ResizeLongestSide(img_size)
-    device = sam.device
-    chunks: list[torch.Tensor] = []
-    original_sizes: list[tuple[int, int]] = []
-    input_sizes: list[tuple[int, int]] = []
-    with tqdm(total=len(images), desc="Embedding images", disable=not progress) as bar:
-        for start in range(0, len(images), batch_size):
-            batch = []
-            for image in images[start : start + batch_size]:
-                rgb = as_uint8_rgb(image)
-                resized = transform.apply_image(rgb)
-                original_sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
-                input_sizes.append((int(resized.shape[0]), int(resized.shape[1])))
-                x = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()
-                batch.append(sam.preprocess(x[None])[0])  # normalise and pad to img_size x img_size
-            with torch.no_grad():
-                features = sam.image_encoder(torch.stack(batch))
-            chunks.append(features.float().cpu())
-            bar.update(len(batch))
-    return EmbeddedImages(torch.cat(chunks), original_sizes, input_sizes, img_size)

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from samlib.errors import InvalidInputError
-from samlib.utils import autocast_context
+from samlib.utils import autocast_context, resolve_device
 
 __all__ = ["fit", "cosine_with_warmup"]
 
@@ -69,7 +69,7 @@ def fit(
     order = rng.permutation(n_items)
     cursor = 0
     history: list[float] = []
-    dev = torch.device(device) if device is not None else params[0].device
+    dev = resolve_device(device, default=params[0].device)
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for _ in bar:
         if cursor + batch_size > len(order):  # a new epoch, reshuffled

@@ -25,10 +25,14 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a :class:`torch.device`; None means :func:`default_device`."""
+def resolve_device(device: str | torch.device | None, default: torch.device | None = None) -> torch.device:
+    """``device`` as a :class:`torch.device`; None means ``default`` (if given) or :func:`default_device`.
+
+    The one place samlib turns a user's device argument into a device: every entry point calls it, so
+    an unknown name gets the same clear error everywhere.
+    """
     if device is None:
-        return default_device()
+        return default if default is not None else default_device()
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as e:

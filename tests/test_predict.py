@@ -8,8 +8,9 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
+from samlib.embeddings import embed_images
 from samlib.errors import InvalidInputError, SamlibError
-from samlib.predict import CachedEmbedding, EmbeddingCache, Prediction, PromptPredictor, embed_images
+from samlib.predict import CachedEmbedding, EmbeddingCache, Prediction, PromptPredictor
 
 
 def count_encoder_calls(sam: Sam) -> list[int]:
