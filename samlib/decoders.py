@@ -134,8 +134,12 @@ class PromptlessSamDecoder(nn.Module):
         """Logits (K, 1, 4h, 4w) for K box prompts on one image.
 
         Arguments:
-          embedding: (1, C, h, w); boxes: (K, 4) (x0, y0, x1, y1) in the resized input frame
+          embedding (torch.Tensor): (1, C, h, w) image embedding.
+          boxes (torch.Tensor): (K, 4) (x0, y0, x1, y1) in the resized input frame
             (``ResizeLongestSide.apply_boxes``), as SAM's prompt encoder expects.
+
+        Returns:
+          (torch.Tensor): (K, 1, 4h, 4w) logits.
         """
         pe = self.prompt_encoder
         sparse, dense = pe(points=None, boxes=boxes, masks=None)
@@ -157,7 +161,11 @@ class PromptlessSamDecoder(nn.Module):
         per image.
 
         Arguments:
-          embeddings: (B, C, h, w); boxes: (B, 4) in the resized input frame.
+          embeddings (torch.Tensor): (B, C, h, w) image embeddings.
+          boxes (torch.Tensor): (B, 4) one box per image, in the resized input frame.
+
+        Returns:
+          (torch.Tensor): (B, 1, 4h, 4w) logits.
         """
         pe, md = self.prompt_encoder, self.mask_decoder
         sparse, dense = pe(points=None, boxes=boxes, masks=None)  # (B, 2, C), (B, C, h, w)
@@ -281,7 +289,11 @@ def train_sam_decoder_with_boxes(
     paper's failure case, a decoder trained to follow prompts asked to segment a class on its own.
 
     Arguments:
-      boxes: (K_i, 4) original-pixel boxes per image; instance_masks: (K_i, H, W) the matching masks.
+      boxes (Sequence[np.ndarray]): (K_i, 4) original-pixel boxes per image.
+      instance_masks (Sequence[np.ndarray]): (K_i, H, W) the matching masks per image.
+
+    Returns:
+      (tuple[PromptlessSamDecoder, list[float]]): the decoder (eval mode) and the loss per step.
     """
     if len(boxes) != len(embedded) or len(instance_masks) != len(embedded):
         raise InvalidInputError("need one box array and one instance-mask stack per embedded image.")

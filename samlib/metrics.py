@@ -261,7 +261,8 @@ def object_scores(
     predicted, else 0.0.
 
     Arguments:
-      preds: one (H, W) mask or a sequence of them; boxes: one (K, 4) array per image (x0, y0, x1, y1).
+      preds (Sequence[np.ndarray] | np.ndarray): one (H, W) mask or a sequence of them.
+      boxes (Sequence[np.ndarray] | np.ndarray): one (K, 4) array per image (x0, y0, x1, y1).
 
     Returns:
       dict with "object_recall", "object_precision", "object_f1", "n_boxes", "n_components".

@@ -32,6 +32,7 @@ __all__ = [
     "EmbeddingCache",
     "Prediction",
     "PromptPredictor",
+    "encoder_fingerprint",
 ]
 
 
@@ -50,11 +51,27 @@ class CachedEmbedding:
     input_size: tuple[int, int]
 
 
-class EmbeddingCache:
-    """LRU cache of image embeddings keyed by (model name, image digest).
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """A cheap digest of an image encoder's *current* weights, for embedding-cache keys.
 
-    The key assumes a model's image encoder does not change under the same name: after fine-tuning the
-    encoder in place, call :meth:`clear`. (Training only decoders keeps the cache valid.)
+    It hashes each parameter and buffer's name, shape, storage address and version counter. Any in-place
+    update (an optimiser step, ``load_state_dict``, merging LoRA) bumps a tensor's version counter, and
+    adding or removing modules (injecting an adapter) changes the names, so embeddings computed before
+    the change are never served after it. Hashing the weights' bytes would be exact too, but costs a full
+    pass over ViT-H's 2.5 GB on every ``set_image``; this costs microseconds.
+    """
+    digest = hashlib.sha1()
+    for name, t in [*encoder.named_parameters(), *encoder.named_buffers()]:
+        digest.update(f"{name}{tuple(t.shape)}{t.data_ptr()}{t._version};".encode())
+    return digest.hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """LRU cache of image embeddings keyed by (model name, encoder fingerprint, image digest).
+
+    The encoder fingerprint (:func:`encoder_fingerprint`) changes whenever the encoder's weights change
+    in place, so fine-tuning the encoder (e.g. LoRA) never serves embeddings of the old weights; training
+    only decoders keeps the cache valid.
     """
 
     def __init__(self, maxsize: int = 32) -> None:
@@ -63,7 +80,7 @@ class EmbeddingCache:
         self.maxsize = maxsize
         self.hits = 0
         self.misses = 0
-        self._store: OrderedDict[tuple[str, str], CachedEmbedding] = OrderedDict()
+        self._store: OrderedDict[tuple[str, ...], CachedEmbedding] = OrderedDict()
 
     @staticmethod
     def image_key(image: np.ndarray) -> str:
@@ -72,7 +89,7 @@ class EmbeddingCache:
         digest.update(np.ascontiguousarray(image).tobytes())
         return digest.hexdigest()
 
-    def get(self, key: tuple[str, str]) -> CachedEmbedding | None:
+    def get(self, key: tuple[str, ...]) -> CachedEmbedding | None:
         entry = self._store.get(key)
         if entry is None:
             self.misses += 1
@@ -81,7 +98,7 @@ class EmbeddingCache:
         self.hits += 1
         return entry
 
-    def put(self, key: tuple[str, str], entry: CachedEmbedding) -> None:
+    def put(self, key: tuple[str, ...], entry: CachedEmbedding) -> None:
         self._store[key] = entry
         self._store.move_to_end(key)
         while len(self._store) > self.maxsize:
@@ -190,7 +207,11 @@ class PromptPredictor:
         The encoder runs only if this (model, image) pair is not in the cache.
         """
         image = as_uint8_rgb(image)
-        key = (model_name(self.sam), EmbeddingCache.image_key(image))
+        key = (
+            model_name(self.sam),
+            encoder_fingerprint(self.sam.image_encoder),
+            EmbeddingCache.image_key(image),
+        )
         entry = self.cache.get(key)
         if entry is None:
             with torch.no_grad():

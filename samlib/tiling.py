@@ -12,7 +12,7 @@ import numpy as np
 
 from samlib.errors import InvalidInputError
 
-__all__ = ["from_tiles", "to_tiles"]
+__all__ = ["crop_to_multiple", "from_tiles", "tile_all", "to_tiles", "untile_all"]
 
 
 def to_tiles(array: np.ndarray, tile: int, channels_first: bool = False) -> list[np.ndarray]:
@@ -44,3 +44,25 @@ def from_tiles(tiles: Sequence[np.ndarray], rows: int, cols: int) -> np.ndarray:
     return np.concatenate(
         [np.concatenate(list(tiles[r * cols : (r + 1) * cols]), axis=1) for r in range(rows)], axis=0
     )
+
+
+def crop_to_multiple(array: np.ndarray, tile: int) -> np.ndarray:
+    """``array`` (H, W[, C]) cropped at the right/bottom to a whole number of ``tile`` x ``tile`` tiles."""
+    arr = np.asarray(array)
+    if tile < 1 or arr.ndim not in (2, 3):
+        raise InvalidInputError(f"need tile >= 1 and a 2-D or 3-D array, got tile={tile}, shape {arr.shape}.")
+    return arr[: arr.shape[0] - arr.shape[0] % tile, : arr.shape[1] - arr.shape[1] % tile]
+
+
+def tile_all(arrays: Sequence[np.ndarray], tile: int, channels_first: bool = False) -> list[np.ndarray]:
+    """:func:`to_tiles` of every array, concatenated: image 0's tiles first, row-major within each."""
+    return [t for a in arrays for t in to_tiles(a, tile, channels_first)]
+
+
+def untile_all(tiles: Sequence[np.ndarray], shape: tuple[int, int], tile: int) -> list[np.ndarray]:
+    """Inverse of :func:`tile_all` for images that all have (H, W) ``shape`` (multiples of ``tile``)."""
+    rows, cols = shape[0] // tile, shape[1] // tile
+    n = rows * cols
+    if n == 0 or len(tiles) % n:
+        raise InvalidInputError(f"{len(tiles)} tiles are not a whole number of {rows} x {cols} images.")
+    return [from_tiles(tiles[i : i + n], rows, cols) for i in range(0, len(tiles), n)]

@@ -47,14 +47,16 @@ def fit(
 ) -> list[float]:
     """Minimise ``loss_fn`` over mini-batches of item indices with AdamW and a cosine schedule.
 
-    Args:
-        parameters: the trainable parameters (everything else stays as it is: freeze it beforehand).
-        loss_fn: maps an index array (batch_size,) into ``range(n_items)`` to a scalar loss tensor.
-        n_items: number of training items (images, or image-prompt pairs).
-        steps: optimisation steps; batches are drawn by epochs of a seeded permutation.
-        device: enables bf16 autocast when it is a CUDA device.
+    Arguments:
+      parameters (Iterable[torch.nn.Parameter]): the trainable parameters (everything else stays as it
+        is: freeze it beforehand).
+      loss_fn (Callable): maps an index array (batch_size,) into ``range(n_items)`` to a scalar loss.
+      n_items (int): number of training items (images, or image-prompt pairs).
+      steps (int): optimisation steps; batches are drawn by epochs of a seeded permutation.
+      device (torch.device | str | None): enables bf16 autocast when it is a CUDA device.
+
     Returns:
-        the loss of every step, as floats.
+      (list[float]): the loss of every step.
     """
     params = [p for p in parameters if p.requires_grad]
     if not params:

@@ -12,7 +12,14 @@ import torch
 
 from samlib.errors import InvalidInputError
 
-__all__ = ["as_uint8_rgb", "autocast_context", "default_device", "resolve_device", "seed_everything"]
+__all__ = [
+    "as_uint8_rgb",
+    "autocast_context",
+    "count_parameters",
+    "default_device",
+    "resolve_device",
+    "seed_everything",
+]
 
 
 def default_device() -> torch.device:
@@ -46,6 +53,11 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``module`` (only those with ``requires_grad`` if ``trainable_only``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 @contextlib.contextmanager

@@ -54,6 +54,25 @@ def test_cache_is_shared_and_keyed_by_model(tiny_sam: Sam, image: np.ndarray) ->
     assert calls[0] == 2 and len(cache) == 2
 
 
+def test_cache_never_serves_embeddings_of_changed_encoder_weights(tiny_sam: Sam, image: np.ndarray) -> None:
+    """Fine-tuning the encoder in place (an optimiser step, a LoRA adapter) must invalidate the cache."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    pred = PromptPredictor(tiny_sam)
+    calls = count_encoder_calls(tiny_sam)
+    pred.set_image(image)
+    before = pred.embedding.clone()
+    pred.set_image(image)
+    assert calls[0] == 1  # unchanged weights: served from the cache
+    with torch.no_grad():  # an in-place update, as an optimiser step makes
+        tiny_sam.image_encoder.patch_embed.proj.weight.mul_(1.5)
+    pred.set_image(image)
+    assert calls[0] == 2 and not torch.equal(pred.embedding, before)
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=["qkv"]), tiny_sam.image_encoder)
+    pred.set_image(image)
+    assert calls[0] == 3  # new adapter modules: a new fingerprint
+
+
 def test_lru_eviction() -> None:
     cache = EmbeddingCache(maxsize=2)
     entry = CachedEmbedding(torch.zeros(1, 1, 1, 1), (1, 1), (1, 1))

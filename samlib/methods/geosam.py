@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,10 +41,14 @@ from samlib.training import fit
 from samlib.utils import autocast_context
 
 __all__ = [
+    "MOBILITY_COLORS",
     "ClassPrompts",
     "GeoSAM",
     "labels_from_logits",
+    "plot_knobs",
+    "plot_scene_prompts",
     "sample_class_prompts",
+    "scene_points",
 ]
 
 UNPROMPTED = -1.0e4
@@ -390,3 +395,89 @@ class GeoSAM:
         )  # fmt: skip
         self.decoder = decoder.eval()
         return history
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+MOBILITY_COLORS = np.array([[0, 0, 0], [230, 159, 0], [0, 114, 178], [240, 228, 66]], np.uint8)
+"""Label colours of :data:`samlib.scenes.MOBILITY_CLASSES`: background black, road orange, sidewalk blue,
+crosswalk yellow (Okabe-Ito)."""
+
+
+def scene_points(
+    prompt_tiles: Sequence[ClassPrompts], class_id: int, grid: int, tile: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The class-``class_id`` prompts of one scene's ``grid`` x ``grid`` tiles, in scene coordinates.
+
+    Returns:
+      (tuple[np.ndarray, np.ndarray]): (N, 2) (x, y) points and their (N,) labels.
+    """
+    xy, lab = [np.zeros((0, 2))], [np.zeros(0, int)]
+    for k, pr in enumerate(prompt_tiles):
+        for cid, pts, lb in zip(pr.class_ids, pr.coords, pr.labels, strict=True):
+            if cid == class_id:
+                xy.append(pts + [(k % grid) * tile, (k // grid) * tile])
+                lab.append(lb)
+    return np.concatenate(xy), np.concatenate(lab)
+
+
+def plot_scene_prompts(
+    image: np.ndarray,
+    semantic: np.ndarray,
+    prompt_tiles: Sequence[ClassPrompts],
+    class_ids: Sequence[int],
+    class_names: Sequence[str],
+    grid: int,
+    tile: int,
+) -> Any:
+    """One panel per class: the true class region shaded and the sampled prompts of the scene's tiles."""
+    import matplotlib.pyplot as plt
+
+    from samlib import plots
+
+    fig, axes = plt.subplots(1, len(class_ids), figsize=(3.4 * len(class_ids), 3.4), squeeze=False)
+    for ax, c in zip(axes[0], class_ids, strict=True):
+        plots.show_image(ax, image, class_names[c])
+        plots.show_mask(ax, semantic == c, plots.palette_color(c), alpha=0.35, outline=False)
+        plots.show_points(ax, *scene_points(prompt_tiles, c, grid, tile), size=40)
+    fig.suptitle("ground truth (shaded) and the sampled prompts: green = foreground, red = background")
+    fig.tight_layout()
+    return fig
+
+
+def plot_knobs(
+    geo: GeoSAM,
+    embedded: EmbeddedImages,
+    probs: Sequence[np.ndarray],
+    image: np.ndarray,
+    semantic: np.ndarray,
+    class_names: Sequence[str],
+    tile: int,
+    clean: Any,
+    n_fg: int,
+    n_bg: int,
+    seed: int = 0,
+    priority: Sequence[int] = (),
+) -> Any:
+    """The chapter's "Try it" figure for one scene given as its tiles (``embedded``, ``probs``): all
+    prompts drawn with ``n_fg``/``n_bg`` points per class, GeoSAM's label map and ``clean(labels)``,
+    each titled with its mIoU against ``semantic``."""
+    import matplotlib.pyplot as plt
+
+    from samlib import plots
+    from samlib.metrics import semantic_scores
+    from samlib.tiling import untile_all
+
+    pr = geo.make_prompts(embedded, probs, seed=seed, n_fg=n_fg, n_bg=n_bg)
+    labels = untile_all(geo.predict(embedded, pr, priority=priority), semantic.shape, tile)[0]
+    cleaned = clean(labels)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    plots.show_image(axes[0], image, "image and all prompts")
+    grid = semantic.shape[1] // tile
+    for c in geo.class_ids:
+        plots.show_points(axes[0], *scene_points(pr, int(c), grid, tile), size=25)
+    for ax, name, lab in ((axes[1], "GeoSAM", labels), (axes[2], "post-processed", cleaned)):
+        miou = semantic_scores([lab], [semantic], class_names)["miou"]
+        plots.show_image(ax, plots.colorize(lab, MOBILITY_COLORS), f"{name} (mIoU {miou:.2f})")
+    fig.tight_layout()
+    return fig

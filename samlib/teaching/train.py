@@ -147,12 +147,14 @@ def decode(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All four decoder outputs for one image's K prompts.
 
-    Args:
-        embedding: (1, C, h, w) image embedding.
-        mask_input: (K, 1, 4h, 4w) low-res logits from a previous round, or None.
+    Arguments:
+      embedding (torch.Tensor): (1, C, h, w) image embedding.
+      prompts (PromptBatch): K prompts for that image.
+      mask_input (torch.Tensor | None): (K, 1, 4h, 4w) low-res logits from a previous round.
+
     Returns:
-        low-res logits (K, 4, 4h, 4w) and predicted IoU (K, 4); output 0 is the single-mask output,
-        1-3 the multimask outputs.
+      (tuple[torch.Tensor, torch.Tensor]): low-res logits (K, 4, 4h, 4w) and predicted IoU (K, 4);
+        output 0 is the single-mask output, 1-3 the multimask outputs.
     """
     dev = embedding.device
     points = None
