@@ -417,6 +417,7 @@ def load_sam(name: str | os.PathLike[str] = "teaching", device: str | torch.devi
                 raise InvalidInputError(
                     f"Checkpoint {path} holds a {type(state).__name__}, not a state dict."
                 )
+            check_finite_weights(state, str(path))
             arch = infer_sam_arch(state)
             sam = _build_sam(arch)
             _load_state(sam, state, str(path))

@@ -1161,6 +1161,117 @@ def cli_cases() -> Iterator[Case]:
     yield Case("cli", "export a missing file", cli(["export", "nope.pt", "--dest", "x.pt"]), limit_s=250)
 
 
+def misc_cases() -> Iterator[Case]:
+    from samlib import data
+    from samlib.predict import EmbeddingCache
+
+    p = PREDICTOR
+    yield Case("misc", "predict coords as list", lambda: p.predict([[10.0, 10.0]], [1]), prediction_ok(False))
+    yield Case(
+        "misc",
+        "predict coords as tensor",
+        lambda: p.predict(torch.tensor([[10.0, 10.0]]), torch.tensor([1])),
+        prediction_ok(False),
+    )
+    yield Case("misc", "predict box as list", lambda: p.predict(box=[5, 5, 20, 20]), prediction_ok(False))
+    yield Case("misc", "predict box as string", lambda: p.predict(box="0 0 5 5"))
+    yield Case("misc", "predict coords dict", lambda: p.predict({"x": 1}, [1]))
+    yield Case(
+        "misc",
+        "predict multimask False",
+        lambda: p.predict(box=[5, 5, 20, 20], multimask_output=False),
+        lambda r: r.masks.shape[0] == 1,
+    )
+    yield Case("misc", "EmbeddingCache maxsize 0", lambda: EmbeddingCache(0))
+    yield Case("misc", "split_names fraction 1.5", lambda: data.split_names(["a", "b"], 1.5))
+    yield Case("misc", "split_names fraction NaN", lambda: data.split_names(["a", "b"], float("nan")))
+    yield Case(
+        "misc",
+        "split_names valid",
+        lambda: data.split_names(["a", "b", "c"], 0.3),
+        lambda r: len(r[0]) + len(r[1]) == 3,
+    )
+    yield Case("misc", "instances_from_binary 3-D", lambda: data.instances_from_binary(np.zeros((2, 4, 4))))
+    yield Case(
+        "misc",
+        "instances_from_binary connectivity 6",
+        lambda: data.instances_from_binary(np.zeros((4, 4)), 6),
+    )
+    yield Case(
+        "misc",
+        "instances_from_binary valid",
+        lambda: data.instances_from_binary(np.eye(4)),
+        lambda m: m.shape[1:] == (4, 4),
+    )
+    yield Case("misc", "results_table NaN", lambda: results.results_table({"m": {"x": float("nan")}}))
+    yield Case(
+        "misc",
+        "results_table valid",
+        lambda: results.results_table({"m": {"x": 0.5}}),
+        lambda t: "0.500" in t,
+    )
+    yield Case("misc", "validate_results nested None", lambda: results.validate_results({"m": None}))
+    yield Case("misc", "iou lists", lambda: metrics.iou([[1, 0]], [[1, 1]]), lambda v: abs(v - 0.5) < 1e-9)
+    yield Case("misc", "iou ragged list", lambda: metrics.iou([[1, 0], [1]], [[1, 1], [1]]))
+    yield Case(
+        "misc",
+        "dice empty masks",
+        lambda: metrics.dice(np.zeros((0, 0), bool), np.zeros((0, 0), bool)),
+        finite_number,
+    )
+    yield Case(
+        "misc",
+        "binary_scores zero-pixel masks",
+        lambda: metrics.binary_scores([np.zeros((0, 3), bool)], [np.zeros((0, 3), bool)]),
+    )
+    yield Case(
+        "misc",
+        "embed_images ragged sizes",
+        lambda: samlib.embed_images(SAM, [RGB, RGB[:20]], progress=False),
+        lambda e: len(e) == 2,
+    )
+    yield Case(
+        "misc",
+        "embed_images one bad of two",
+        lambda: samlib.embed_images(SAM, [RGB, RGB.astype(np.float32)], progress=False),
+    )
+    yield Case("misc", "seed_everything -1", lambda: samlib.seed_everything(-1), lambda r: True)
+    # camvid and spacenet trees
+    rng = np.random.default_rng(6)
+    for name, label in {
+        "valid": rng.integers(0, 12, (36, 48)).astype(np.uint8),
+        "wrong size": rng.integers(0, 12, (10, 48)).astype(np.uint8),
+        "missing": None,
+    }.items():
+        root = TMP / f"camvid-{name.replace(' ', '_')}"
+        _png(root / "camvid" / "images" / "c0.png", rng.integers(0, 256, (36, 48, 3), dtype=np.uint8))
+        if label is not None:
+            _png(root / "camvid" / "labels" / "c0.png", label)
+        expect = (lambda s: len(s) == 1 and s[0].semantic.shape == (36, 48)) if name == "valid" else ERROR
+        yield Case("misc", f"camvid {name}", lambda r=root: data.load_camvid(r), expect)
+    import tifffile
+
+    for name, image in {
+        "uint8 RGB": rng.integers(0, 256, (30, 30, 3), dtype=np.uint8),
+        "uint16 RGB": (rng.random((30, 30, 3)) * 2047).astype(np.uint16),
+        "planar uint8": rng.integers(0, 256, (3, 30, 30), dtype=np.uint8),
+    }.items():
+        root = TMP / f"rio-{name.replace(' ', '_')}"
+        (root / "buildings-spacenet-rio" / "images").mkdir(parents=True, exist_ok=True)
+        kw = {"photometric": "rgb", "planarconfig": "separate"} if name.startswith("planar") else {}
+        tifffile.imwrite(root / "buildings-spacenet-rio" / "images" / "b0.tif", image, **kw)
+        mask = np.zeros((30, 30), np.uint8)
+        mask[5:15, 5:15] = 255
+        (root / "buildings-spacenet-rio" / "masks").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(root / "buildings-spacenet-rio" / "masks" / "b0.tif", mask)
+
+        def rio_ok(s: Any, ref: np.ndarray = image) -> bool:
+            img = s[0].image
+            return img.shape == (30, 30, 3) and img.std() > 30 and len(s[0].masks) == 1
+
+        yield Case("misc", f"spacenet-rio {name}", lambda r=root: data.load_buildings_spacenet_rio(r), rio_ok)
+
+
 # -------------------------------------------------------------------------------------------------- main
 
 GROUPS: dict[str, Callable[[], Iterator[Case]]] = {
@@ -1173,6 +1284,7 @@ GROUPS: dict[str, Callable[[], Iterator[Case]]] = {
     "results": results_cases,
     "ckpt": checkpoint_cases,
     "download": download_cases,
+    "misc": misc_cases,
     "cli": cli_cases,
 }
 

@@ -102,6 +102,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error(f"--lr must be a finite number in (0, 1], got {args.lr}")
         if not (math.isfinite(args.minutes) and args.minutes > 0):
             parser.error(f"--minutes must be a positive number, got {args.minutes}")
+        if args.pool_size < max(args.batch_images, TrainSettings.pool_refresh):
+            parser.error(
+                f"--pool-size must be >= --batch-images and >= {TrainSettings.pool_refresh} (scenes refreshed "
+                f"per step), got {args.pool_size}"
+            )
         if any(not 0 <= i < args.depth for i in args.global_attn):
             parser.error(f"--global-attn blocks must be in 0..{args.depth - 1}, got {args.global_attn}")
         if TeachingConfig.img_size % args.patch_size:
