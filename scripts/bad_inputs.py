@@ -55,6 +55,7 @@ from samlib.teaching import TeachingConfig, build_teaching_sam
 torch.set_num_threads(1)
 
 ERROR = "error"  # the case expects a SamlibError
+CLI_TIMEOUT_S = 150.0  # a command-line case that runs longer counts as a hang
 Check = Callable[[Any], bool]
 
 
@@ -103,7 +104,7 @@ def classify(case: Case) -> tuple[str, str]:
 def _short(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"array{value.shape} {value.dtype}"
-    text = repr(value)
+    text = " ".join(repr(value).split())
     return text[:120]
 
 
@@ -1080,14 +1081,17 @@ def cli(
 
     def run() -> Any:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(
-            [sys.executable, "-m", "samlib.teaching", *args],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            env=env,
-            cwd=TMP,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "samlib.teaching", *args],
+                capture_output=True,
+                text=True,
+                timeout=CLI_TIMEOUT_S,
+                env=env,
+                cwd=TMP,
+            )
+        except subprocess.TimeoutExpired:
+            raise _Hang() from None
         if proc.returncode == 0:
             return proc if check is None or check(proc) else "exit 0, but: " + proc.stdout[-200:]
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""

@@ -130,7 +130,7 @@ def test_16_bit_and_float_files_are_stretched_not_truncated(tmp_path: Path) -> N
         assert img.dtype == np.uint8 and img.shape == (40, 40, 3), name
         red = img[..., 0].astype(float)
         assert red.max() == 255 and red.min() == 0, name  # the full range is used (a >> 8 gives max 7)
-        # not saturated (one 2-98 % range for all bands: red, the brightest band here, takes most of the top 2 %)
+        # not saturated (one 2-98 % range for all bands: red, the brightest band, takes most of the top 2 %)
         assert np.mean(red == 255) < 0.1, name
         assert np.corrcoef(red.ravel(), ramp.ravel())[0, 1] > 0.99, name
     rgb16 = data._read_image(tmp_path / "rgb16.png")

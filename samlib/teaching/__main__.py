@@ -104,8 +104,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error(f"--minutes must be a positive number, got {args.minutes}")
         if args.pool_size < max(args.batch_images, TrainSettings.pool_refresh):
             parser.error(
-                f"--pool-size must be >= --batch-images and >= {TrainSettings.pool_refresh} (scenes refreshed "
-                f"per step), got {args.pool_size}"
+                f"--pool-size must be >= --batch-images and >= {TrainSettings.pool_refresh} (scenes "
+                f"refreshed per step), got {args.pool_size}"
             )
         if any(not 0 <= i < args.depth for i in args.global_attn):
             parser.error(f"--global-attn blocks must be in 0..{args.depth - 1}, got {args.global_attn}")
