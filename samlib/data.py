@@ -8,9 +8,9 @@ file name; ``limit`` stops reading after that many samples. ``split=None`` means
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
+import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from samlib.errors import DataNotFoundError, InvalidInputError
+from samlib.errors import CorruptFileError, DataNotFoundError, InvalidInputError, SamlibError
 
 __all__ = [
     "CAMVID_CLASSES",
@@ -94,14 +94,20 @@ class Sample:
 
 
 def data_root(explicit: str | Path | None = None) -> Path | None:
-    """The data root: ``explicit``, else env ``SAMLIB_DATA``, else ``<repo>/../shared/data`` if present."""
+    """The data root: ``explicit``, else env ``SAMLIB_DATA``, else ``<repo>/../shared/data`` if present.
+
+    The result is absolute: a relative ``explicit`` or ``SAMLIB_DATA`` is resolved against the current
+    working directory *now*, so the path can be handed to code running elsewhere (a notebook kernel
+    started in ``notebooks/``) and still mean the same folder. Pass the returned path down rather than
+    the relative setting.
+    """
     if explicit is not None:
-        return Path(explicit).expanduser()
+        return Path(explicit).expanduser().absolute()
     env = os.environ.get("SAMLIB_DATA")
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser().absolute()
     default = _REPO_ROOT.parent / "shared" / "data"
-    return default if default.is_dir() else None
+    return default.resolve() if default.is_dir() else None
 
 
 def require_data(name: str, root: str | Path | None = None) -> Path:
@@ -169,26 +175,92 @@ def _boxes_of(masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; TIFFs PIL cannot open go through tifffile."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError:
-        if path.suffix.lower() not in {".tif", ".tiff"}:
-            raise
-    import tifffile  # only needed for TIFFs that PIL cannot read
+def _open_error(path: Path, e: Exception) -> SamlibError:
+    if isinstance(e, FileNotFoundError) or not path.exists():
+        return DataNotFoundError(f"{path} does not exist: the data set looks incomplete.")
+    kind = "empty (0 bytes)" if path.is_file() and path.stat().st_size == 0 else "corrupt or truncated"
+    return CorruptFileError(
+        f"{path} cannot be read as an image: the file is {kind} ({type(e).__name__}: {e})."
+    )
 
-    arr = np.asarray(tifffile.imread(path))
+
+def _png_is_16bit_colour(path: Path) -> bool:
+    """PIL reads 16-bit RGB(A) PNGs as 8-bit RGB by dropping the low byte: detect them from the header."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[24] == 16 and head[25] in (2, 6)
+
+
+def _pixels(path: Path) -> np.ndarray:
+    """The file's pixel values in their own dtype: (H, W) or (H, W, C), bands last.
+
+    TIFFs are read with tifffile (PIL truncates 16-bit RGB TIFFs and takes a 4th band for alpha), 16-bit
+    colour PNGs with OpenCV, everything else with PIL.
+    """
+    from samlib.utils import _PIL_8BIT_MODES  # lazily: samlib.utils imports torch
+
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} does not exist: the data set looks incomplete.")
+    if path.stat().st_size == 0:
+        raise CorruptFileError(f"{path} is empty (0 bytes).")
+    if path.suffix.lower() in {".tif", ".tiff"}:
+        import tifffile  # only needed for TIFFs
+
+        try:
+            arr = np.asarray(tifffile.imread(path))
+        except Exception as e:  # tifffile raises many types (TiffFileError, ValueError, struct.error ...)
+            raise _open_error(path, e) from e
+        if arr.ndim == 3 and arr.shape[0] <= 4 < arr.shape[-1]:  # planar (bands first): bands last
+            arr = np.moveaxis(arr, 0, -1)
+        return arr
+    try:
+        if _png_is_16bit_colour(path):
+            decoded = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if decoded is None:
+                raise OSError("OpenCV could not decode it")
+            return np.ascontiguousarray(decoded[..., [2, 1, 0, 3][: decoded.shape[-1]]])  # BGR(A) -> RGB(A)
+        with Image.open(path) as im:
+            im.load()
+            # 8-bit modes convert to RGB losslessly; 16-bit / 32-bit / float modes keep their values.
+            return np.asarray(im.convert("RGB") if im.mode in _PIL_8BIT_MODES and im.mode != "L" else im)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise _open_error(path, e) from e
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB. 8-bit files are used as they are; 16-bit and float files are mapped by
+    :func:`samlib.utils.stretch_to_uint8` (2-98 percentile stretch, one range for all bands so colours
+    keep their balance), never truncated. Files with more than 3 bands are refused: which bands are
+    red, green and blue is not knowable from the pixels (an RGBN raster's 4th band is not alpha)."""
+    arr = _pixels(path)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
-    return np.ascontiguousarray(arr[..., :3].astype(np.uint8))
+    if arr.ndim != 3 or arr.shape[-1] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise CorruptFileError(
+            f"{path}: expected a grey or RGB image, got pixel array of shape {arr.shape} "
+            "(select three bands and save them as an RGB file)."
+        )
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        return np.ascontiguousarray(arr.astype(np.uint8) * 255)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise CorruptFileError(f"{path}: unsupported pixel type {arr.dtype}.")
+    from samlib.utils import stretch_to_uint8  # lazily: samlib.utils imports torch
+
+    return stretch_to_uint8(arr, per_band=False)
 
 
 def _read_grey(path: Path) -> np.ndarray:
-    """(H, W) uint8: single-channel masks, or the channel maximum of RGB masks."""
-    with Image.open(path) as im:
-        arr = np.asarray(im)
+    """(H, W): single-channel masks in their own dtype, or the channel maximum of RGB masks."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise _open_error(path, e) from e
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=-1)
     return arr
@@ -215,7 +287,7 @@ def _binary_sample(
     dataset: str, name: str, image: np.ndarray, binary: np.ndarray, instances: bool, **meta: Any
 ) -> Sample:
     if binary.shape != image.shape[:2]:
-        raise DataNotFoundError(
+        raise CorruptFileError(
             f"{dataset}/{name}: mask shape {binary.shape} != image shape {image.shape[:2]}."
         )
     masks = instances_from_binary(binary) if instances else None
@@ -296,16 +368,50 @@ def load_buildings_spacenet_rio(
 
 @functools.lru_cache(maxsize=4)
 def _coco_boxes(path: str) -> dict[str, np.ndarray]:
-    """file name -> (N, 4) xyxy boxes from a COCO file (read once)."""
-    from pycocotools.coco import COCO
+    """file name -> (N, 4) xyxy boxes from a COCO file (read once), every field checked.
 
-    with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress
-        coco = COCO(path)
+    Raises:
+      CorruptFileError: not JSON, not COCO ("images" with "id"/"file_name", "annotations" with
+        "image_id"/"bbox" [x, y, w, h] of finite numbers, w, h >= 0), or an annotation of an unknown image.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (
+        OSError,
+        ValueError,
+        RecursionError,
+    ) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CorruptFileError(f"{path} is not a readable JSON file ({type(e).__name__}: {e}).") from e
+    need = "a COCO file needs 'images' [{'id', 'file_name'}] and 'annotations' [{'image_id', 'bbox'}]"
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise CorruptFileError(f"{path}: {need}.")
+    if not isinstance(doc.get("annotations"), list):
+        raise CorruptFileError(f"{path}: no 'annotations' list; {need}.")
+    names: dict[Any, str] = {}
+    for i, info in enumerate(doc["images"]):
+        if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
+            raise CorruptFileError(f"{path}: images[{i}] lacks 'id' or a 'file_name' string; {need}.")
+        names[info["id"]] = info["file_name"]
+    boxes: dict[str, list[list[float]]] = {name: [] for name in names.values()}
+    for i, ann in enumerate(doc["annotations"]):
+        bbox = ann.get("bbox") if isinstance(ann, dict) else None
+        ok = isinstance(bbox, list) and len(bbox) == 4
+        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)  # type: ignore[union-attr]
+        if not ok or not all(math.isfinite(v) for v in bbox) or bbox[2] < 0 or bbox[3] < 0:  # type: ignore[union-attr,index]
+            raise CorruptFileError(
+                f"{path}: annotations[{i}] needs a 'bbox' [x, y, w, h] of finite numbers with w, h >= 0, "
+                f"got {bbox!r}."
+            )
+        if ann.get("image_id") not in names:
+            raise CorruptFileError(
+                f"{path}: annotations[{i}] refers to image_id {ann.get('image_id')!r}, not in 'images'."
+            )
+        boxes[names[ann["image_id"]]].append([float(v) for v in bbox])  # type: ignore[union-attr]
     out: dict[str, np.ndarray] = {}
-    for img_id, info in coco.imgs.items():
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
-        xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-        out[info["file_name"]] = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    for name, rows in boxes.items():
+        xywh = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+        out[name] = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
     return out
 
 
@@ -332,18 +438,60 @@ def load_ships_hrsid(
     return samples
 
 
-def _read_yolo(path: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.loadtxt(path, ndmin=2) if path.stat().st_size else np.zeros((0, 5))
-    if rows.shape[1] != 5:
-        raise DataNotFoundError(
-            f"{path}: expected YOLO lines 'class cx cy w h', got {rows.shape[1]} columns."
-        )
-    keep = (rows[:, 3] >= MARS_MIN_BOX_SIZE) & (rows[:, 4] >= MARS_MIN_BOX_SIZE)
-    rows = rows[keep]
-    cx, cy, w, h = rows[:, 1] * width, rows[:, 2] * height, rows[:, 3] * width, rows[:, 4] * height
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+MARS_NUM_CLASSES = 5
+"""Class ids of the mars-pits YOLO labels are 0 .. MARS_NUM_CLASSES - 1."""
+_YOLO_TOLERANCE = 1e-3  # normalised coordinates may exceed [0, 1] by rounding, no more
+
+
+def _read_yolo(
+    path: Path, width: int, height: int, num_classes: int = MARS_NUM_CLASSES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel (x0, y0, x1, y1) boxes and class ids of a YOLO label file ``class cx cy w h`` per line.
+
+    Every line is checked: five tokens, an integer class id in [0, ``num_classes``), four finite
+    normalised values in [0, 1] (pixel coordinates are refused, not rescaled) and a box that overlaps
+    the image. A bad line raises :class:`CorruptFileError` naming the file and line number. Boxes that
+    poke out of the image are clipped to it.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path}: cannot read the YOLO label file ({type(e).__name__}: {e}).") from e
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        where = f"{path}, line {number} ({line.strip()[:60]!r})"
+        if len(tokens) != 5:
+            raise CorruptFileError(f"{where}: expected 5 values 'class cx cy w h', got {len(tokens)}.")
+        try:
+            values = [float(t) for t in tokens]
+        except ValueError:
+            raise CorruptFileError(f"{where}: every value must be a number.") from None
+        cls, cx, cy, w, h = values
+        if not all(np.isfinite(values)):
+            raise CorruptFileError(f"{where}: NaN or infinite value.")
+        if cls != int(cls) or not 0 <= cls < num_classes:
+            raise CorruptFileError(
+                f"{where}: class id must be an integer in [0, {num_classes}), got {tokens[0]}."
+            )
+        tol = _YOLO_TOLERANCE
+        if not all(-tol <= v <= 1 + tol for v in (cx, cy, w, h)):
+            raise CorruptFileError(
+                f"{where}: cx, cy, w, h must be normalised to [0, 1] (pixel coordinates divided by the "
+                "image width / height)."
+            )
+        if w < 0 or h < 0 or cx + w / 2 <= 0 or cx - w / 2 >= 1 or cy + h / 2 <= 0 or cy - h / 2 >= 1:
+            raise CorruptFileError(f"{where}: the box lies outside the image.")
+        rows.append(values)
+    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    keep = (arr[:, 3] >= MARS_MIN_BOX_SIZE) & (arr[:, 4] >= MARS_MIN_BOX_SIZE)
+    arr = arr[keep]
+    cx_p, cy_p, w_p, h_p = arr[:, 1] * width, arr[:, 2] * height, arr[:, 3] * width, arr[:, 4] * height
+    boxes = np.stack([cx_p - w_p / 2, cy_p - h_p / 2, cx_p + w_p / 2, cy_p + h_p / 2], axis=1)
     boxes = np.clip(boxes, 0, [width, height, width, height])
-    return boxes, rows[:, 0].astype(np.int64)
+    return boxes, arr[:, 0].astype(np.int64)
 
 
 def load_mars_pits(
@@ -386,10 +534,9 @@ def load_camvid(
     samples = []
     for path in _files(folder / "images", "*.png")[:limit]:
         image = _read_image(path)
-        with Image.open(folder / "labels" / path.name) as im:
-            labels = np.asarray(im).astype(np.int64)
+        labels = _read_grey(folder / "labels" / path.name).astype(np.int64)
         if labels.shape != image.shape[:2]:
-            raise DataNotFoundError(
+            raise CorruptFileError(
                 f"camvid/{path.name}: label shape {labels.shape} != image {image.shape[:2]}."
             )
         samples.append(Sample(path.stem, image, semantic=labels, dataset="camvid", meta={"split": "val"}))

@@ -124,7 +124,15 @@ def masks_to_grid(masks: Sequence[np.ndarray], embedded: EmbeddedImages, grid: i
     s = embedded.img_size
     out = np.zeros((len(masks), 1, grid, grid), np.float32)
     for i, m in enumerate(masks):
-        m = np.asarray(m, np.float32)
+        m = np.asarray(m)
+        if m.dtype == object or not (m.dtype == np.bool_ or np.issubdtype(m.dtype, np.number)):
+            raise InvalidInputError(f"mask {i} must be a numeric or bool array, got dtype {m.dtype}.")
+        m = m.astype(np.float32)
+        if not np.isfinite(m).all() or (m.size and (m.min() < 0 or m.max() > 1)):
+            raise InvalidInputError(
+                f"mask {i} must hold values in [0, 1] (binary or soft), got [{np.nanmin(m):g}, "
+                f"{np.nanmax(m):g}]; a 0/255 mask needs mask > 0 first."
+            )
         if m.shape != tuple(embedded.original_sizes[i]):
             raise InvalidInputError(
                 f"mask {i} has shape {m.shape}, its image was {tuple(embedded.original_sizes[i])}."

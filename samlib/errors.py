@@ -6,7 +6,14 @@ the wrong shape) is a :class:`SamlibError`, with a message that says what was wr
 
 from __future__ import annotations
 
-__all__ = ["CheckpointUnavailableError", "DataNotFoundError", "InvalidInputError", "SamlibError"]
+__all__ = [
+    "CheckpointUnavailableError",
+    "CorruptFileError",
+    "TrainingDivergedError",
+    "DataNotFoundError",
+    "InvalidInputError",
+    "SamlibError",
+]
 
 
 class SamlibError(Exception):
@@ -23,3 +30,14 @@ class DataNotFoundError(SamlibError):
 
 class InvalidInputError(SamlibError, ValueError):
     """An argument has the wrong type, shape, range or value."""
+
+
+class CorruptFileError(SamlibError):
+    """A file is there but cannot be used: truncated, corrupt, of the wrong format, or with bad values.
+
+    The message names the file (and the line, for text formats) and what was wrong with it.
+    """
+
+
+class TrainingDivergedError(SamlibError, FloatingPointError):
+    """A training loss (or the weights) became NaN or infinite; the message names the step."""

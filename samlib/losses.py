@@ -7,6 +7,8 @@ computed per (sample, channel) over the remaining dimensions, as MONAI does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss as _tv_sigmoid_focal_loss
@@ -17,7 +19,12 @@ __all__ = ["bce_dice_loss", "dice_focal_loss", "dice_loss", "mask_iou_logits", "
 
 
 def _prepare(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check shapes; return (logits, float target) as (B, C, N) with spatial dims flattened."""
+    """Check shapes and target values; return (logits, float target) as (B, C, N), spatial dims flattened."""
+    if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise InvalidInputError(
+            "logits and target must be torch tensors, got "
+            f"{type(logits).__name__} and {type(target).__name__}."
+        )
     if logits.dim() not in (3, 4):
         raise InvalidInputError(
             f"logits must have shape (B, 1, H, W) or (B, H, W), got {tuple(logits.shape)}."
@@ -32,7 +39,23 @@ def _prepare(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
     if logits.dim() == 3:
         logits, target = logits.unsqueeze(1), target.unsqueeze(1)
     target = target.to(dtype=logits.dtype if logits.is_floating_point() else torch.float32)
+    _check_target(target)
     return logits.flatten(2), target.flatten(2)
+
+
+def _check_target(target: torch.Tensor) -> None:
+    """Targets are probabilities: binary masks (0/1) or soft masks in [0, 1]; 0/255 masks are refused
+    (they make BCE and Dice negative and training silently wrong)."""
+    if target.numel() == 0:
+        raise InvalidInputError("target is empty (zero elements).")
+    lo, hi = float(target.min()), float(target.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InvalidInputError("target contains NaN or infinite values.")
+    if lo < 0.0 or hi > 1.0:
+        raise InvalidInputError(
+            f"target values must be in [0, 1] (binary or soft masks), got [{lo:g}, {hi:g}]; a 0/255 mask "
+            "needs mask > 0 (or / 255) first."
+        )
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
@@ -122,5 +145,9 @@ def mask_iou_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy on logits plus :func:`dice_loss`: the plain mask loss of the chapters."""
-    return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
+    """Mean binary cross-entropy on logits plus :func:`dice_loss`: the plain mask loss of the chapters.
+
+    Shapes as in the module docstring (a (B, H, W) target with (B, 1, H, W) logits is accepted).
+    """
+    x, t = _prepare(logits, target)
+    return F.binary_cross_entropy_with_logits(x, t) + dice_loss(logits, target)

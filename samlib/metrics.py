@@ -37,10 +37,35 @@ __all__ = [
 ]
 
 DEFAULT_IOU_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+MAX_CLASSES = 4096
+"""Most classes a confusion matrix may have (4096 ** 2 int64 entries = 128 MiB)."""
+
+
+def _as_label_map(labels: Any, name: str) -> np.ndarray:
+    """An integer label map; floats are accepted only when they hold whole numbers (never truncated)."""
+    try:
+        arr = np.asarray(labels)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"{name} must be an integer label map: {e}") from e
+    if arr.dtype == np.bool_:
+        return arr.astype(np.int64)
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
+            raise InvalidInputError(
+                f"{name} is a float array with non-integer values: pass class ids (e.g. probs.argmax(0)), "
+                "not probabilities."
+            )
+        return arr.astype(np.int64)
+    raise InvalidInputError(f"{name} must be an integer label map, got dtype {arr.dtype}.")
 
 
 def _as_binary(mask: Any, name: str) -> np.ndarray:
-    arr = np.asarray(mask)
+    try:
+        arr = np.asarray(mask)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"{name} must be a bool or 0/1 array: {e}") from e
     if arr.dtype == np.bool_:
         return arr
     if np.issubdtype(arr.dtype, np.integer):
@@ -60,6 +85,19 @@ def _pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
     if p.shape != g.shape:
         raise InvalidInputError(f"pred and gt must have the same shape, got {p.shape} and {g.shape}.")
     return p, g
+
+
+def _strict_pairs(a: Iterable[Any], b: Iterable[Any], name_a: str, name_b: str) -> list[tuple[Any, Any]]:
+    """``list(zip(a, b))``, or :class:`InvalidInputError` when the lengths differ."""
+    try:
+        left, right = list(a), list(b)
+    except TypeError as e:
+        raise InvalidInputError(f"{name_a} and {name_b} must be sequences of masks: {e}") from e
+    if len(left) != len(right):
+        raise InvalidInputError(
+            f"{name_a} and {name_b} must have the same length, got {len(left)} and {len(right)}."
+        )
+    return list(zip(left, right, strict=True))
 
 
 def _ratio(num: float, den: float, both_empty: bool) -> float:
@@ -97,7 +135,7 @@ def overall_iou(preds: Iterable[Any], gts: Iterable[Any]) -> float:
     """
     inter = union = 0
     count = 0
-    for pred, gt in zip(preds, gts, strict=True):
+    for pred, gt in _strict_pairs(preds, gts, "preds", "gts"):
         tp, fp, fn, _ = confusion_counts(pred, gt)
         inter += tp
         union += tp + fp + fn
@@ -116,11 +154,21 @@ def precision_at_iou(
       (dict[str, float]): keys "P@0.5", "P@0.6", ... (strings, ready for
         :func:`samlib.results.write_results`).
     """
-    arr = np.asarray(ious, dtype=np.float64).ravel()
+    try:
+        arr = np.asarray(ious, dtype=np.float64).ravel()
+        thr = np.asarray(thresholds, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"ious and thresholds must be numbers: {e}") from e
     if arr.size == 0:
         raise InvalidInputError("precision_at_iou needs at least one IoU value.")
     if np.isnan(arr).any():
         raise InvalidInputError("ious contains NaN.")
+    if arr.min() < 0.0 or arr.max() > 1.0:
+        raise InvalidInputError(f"ious must be in [0, 1], got values in [{arr.min():.4g}, {arr.max():.4g}].")
+    if thr.size == 0 or not np.isfinite(thr).all() or thr.min() < 0.0 or thr.max() > 1.0:
+        raise InvalidInputError(
+            f"thresholds must be a non-empty list of numbers in [0, 1], got {list(thresholds)}."
+        )
     return {f"P@{t:g}": float(np.mean(arr >= t)) for t in thresholds}
 
 
@@ -137,8 +185,13 @@ def confusion_matrix(
         raise InvalidInputError(
             f"pred_labels and gt_labels must have the same shape, got {p.shape}, {g.shape}."
         )
-    if num_classes < 1:
-        raise InvalidInputError(f"num_classes must be >= 1, got {num_classes}.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise InvalidInputError(f"num_classes must be an integer, got {num_classes!r}.")
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise InvalidInputError(
+            f"num_classes must be in [1, {MAX_CLASSES}], got {num_classes} (the confusion matrix has "
+            "num_classes ** 2 entries)."
+        )
     if not (np.issubdtype(p.dtype, np.integer) and np.issubdtype(g.dtype, np.integer)):
         raise InvalidInputError(f"Label maps must be integer arrays, got {p.dtype} and {g.dtype}.")
     valid = np.ones(g.shape, dtype=bool) if ignore_index is None else g != ignore_index
@@ -206,7 +259,7 @@ def binary_scores(preds: Any, gts: Any, average: str = "micro") -> dict[str, flo
         raise InvalidInputError(f"average must be 'micro' or 'macro', got {average!r}.")
     if isinstance(preds, np.ndarray) and isinstance(gts, np.ndarray) and preds.ndim == 2:
         preds, gts = [preds], [gts]
-    pairs = list(zip(preds, gts, strict=True))
+    pairs = list(_strict_pairs(preds, gts, "preds", "gts"))
     if not pairs:
         raise InvalidInputError("binary_scores needs at least one (pred, gt) pair.")
     counts = [confusion_counts(p, g) for p, g in pairs]
@@ -224,6 +277,8 @@ def segmentation_scores(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) 
       dict with "miou" (mean of the landform IoU and the background IoU), "iou" (landform only), "f1",
       "accuracy", "precision", "recall" (landform class).
     """
+    pairs = _strict_pairs(preds, gts, "preds", "gts")
+    preds, gts = [p for p, _ in pairs], [g for _, g in pairs]
     fg = binary_scores(list(preds), list(gts), average="micro")
     bg = binary_scores([~np.asarray(p, bool) for p in preds], [~np.asarray(g, bool) for g in gts], "micro")
     return {
@@ -273,6 +328,13 @@ def object_scores(
         preds, boxes = [preds], [np.asarray(boxes)]
     if len(preds) != len(boxes):
         raise InvalidInputError(f"got {len(preds)} masks for {len(boxes)} box arrays.")
+    preds = [_as_binary(p, "preds") for p in preds]
+    try:
+        boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in boxes]
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"boxes must be (K, 4) arrays of (x0, y0, x1, y1): {e}") from e
+    if any(not np.isfinite(b).all() for b in boxes):
+        raise InvalidInputError("boxes contain NaN or infinite coordinates.")
     hits = n_boxes = good = n_comp = 0
     for pred, bxs in zip(preds, boxes, strict=True):
         p = np.asarray(pred).astype(bool)
@@ -305,10 +367,18 @@ def object_scores(
 
 def best_match_ious(candidates: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """For each target mask (K, H, W) the IoU of the best-matching candidate (M, H, W); 0 if M = 0."""
-    t = np.asarray(targets, bool).reshape(len(targets), -1).astype(np.float32)
-    if len(candidates) == 0:
+    t_masks, c_masks = _as_binary(targets, "targets"), _as_binary(candidates, "candidates")
+    if t_masks.ndim != 3 or c_masks.ndim != 3:
+        raise InvalidInputError(
+            f"targets and candidates must be (K, H, W) and (M, H, W) masks, got {t_masks.shape} and "
+            f"{c_masks.shape}."
+        )
+    t = t_masks.reshape(len(t_masks), -1).astype(np.float32)
+    if len(c_masks) == 0:
         return np.zeros(len(t), np.float32)
-    c = np.asarray(candidates, bool).reshape(len(candidates), -1).astype(np.float32)
+    if c_masks.shape[1:] != t_masks.shape[1:]:
+        raise InvalidInputError(f"candidates are {c_masks.shape[1:]} masks, targets {t_masks.shape[1:]}.")
+    c = c_masks.reshape(len(c_masks), -1).astype(np.float32)
     inter = t @ c.T
     union = t.sum(1)[:, None] + c.sum(1)[None] - inter
     return (inter / np.maximum(union, 1)).max(axis=1)
@@ -336,7 +406,7 @@ def semantic_scores(
         )
     n = len(classes)
     cm = sum(
-        confusion_matrix(np.asarray(p, np.int64), np.asarray(g, np.int64), n)
+        confusion_matrix(_as_label_map(p, "preds"), _as_label_map(g, "gts"), n)
         for p, g in zip(preds, gts, strict=True)
     )
     ious = iou_from_confusion(np.asarray(cm))

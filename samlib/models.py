@@ -8,11 +8,13 @@ already in the cache, and says where to put one by hand when it is missing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
 import re
 import tempfile
+import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from tqdm.auto import tqdm
 
 from samlib.errors import CheckpointUnavailableError, InvalidInputError
 from samlib.teaching.model import load_teaching_sam
-from samlib.utils import resolve_device
+from samlib.utils import check_finite_weights, resolve_device
 
 __all__ = [
     "SAM_CHECKPOINTS",
@@ -77,6 +79,8 @@ SAM_CHECKPOINTS: dict[str, CheckpointSpec] = {
 # (number of image-encoder blocks, embedding dim) -> builder name.
 _ARCH_BY_SHAPE = {(12, 768): "vit_b", (24, 1024): "vit_l", (32, 1280): "vit_h"}
 _DOWNLOAD_TIMEOUT_S = 10.0
+_DOWNLOAD_DEADLINE_S = 4 * 3600.0  # ViT-H is 2.4 GB: ~1.4 h at 4 Mbit/s
+_MIN_RATE_BYTES_PER_S = 1024.0
 _CHUNK = 1 << 20
 
 
@@ -135,45 +139,94 @@ def _marker(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def _stamp(path: Path, digest: str) -> str:
+    """What the marker records: the digest and the file's identity (inode, size, mtime and ctime).
+
+    The ctime cannot be set by a user (``touch`` / ``os.utime`` set it to *now*), so replacing or
+    touching the file always invalidates the marker, and a copied-in marker from another file never
+    matches; the file is then hashed again.
+    """
+    st = path.stat()
+    return (
+        f"sha256={digest} ino={st.st_ino} size={st.st_size} mtime_ns={st.st_mtime_ns} "
+        f"ctime_ns={st.st_ctime_ns}"
+    )
+
+
+def _write_marker(path: Path, digest: str) -> None:
+    marker = _marker(path)
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(_stamp(path, digest) + "\n")
+        os.replace(tmp, marker)
+    except OSError:  # read-only cache: just hash again next time
+        tmp.unlink(missing_ok=True)
+
+
 def _verified(path: Path, expected: str | None) -> str | None:
     """None if ``path`` has the expected hash, else its actual sha256.
 
-    Hashing a 2.4 GB file takes seconds, so a successful check is remembered in a small marker file
-    next to it, keyed by size and modification time.
+    Hashing a 2.4 GB file takes seconds, so a successful check is remembered in a marker file next to
+    it (:func:`_stamp`); when the file's identity differs from what the marker says, it is hashed again.
     """
     if expected is None:
         return None
-    stat = path.stat()
-    stamp = f"{expected} {stat.st_size} {stat.st_mtime_ns}"
-    marker = _marker(path)
     try:
-        if marker.read_text().strip() == stamp:
+        if _marker(path).read_text().strip() == _stamp(path, expected):
             return None
     except OSError:
         pass
     actual = sha256_file(path)
     if actual != expected:
         return actual
-    try:
-        marker.write_text(stamp + "\n")
-    except OSError:  # read-only cache: just hash again next time
-        pass
+    _write_marker(path, expected)
     return None
 
 
-def download_checkpoint(name: str, progress: bool = True, timeout: float = _DOWNLOAD_TIMEOUT_S) -> Path:
+def _remove_stale_parts(folder: Path, filename: str, older_than_s: float) -> None:
+    """Delete partial downloads of ``filename`` left by a killed process (untouched for a while, so
+    not one another process is still writing)."""
+    now = time.time()
+    for part in folder.glob(f".{filename}.*.part"):
+        with contextlib.suppress(OSError):
+            if now - part.stat().st_mtime > older_than_s:
+                part.unlink()
+
+
+def download_checkpoint(
+    name: str,
+    progress: bool = True,
+    timeout: float = _DOWNLOAD_TIMEOUT_S,
+    deadline: float | None = None,
+    min_rate: float = _MIN_RATE_BYTES_PER_S,
+) -> Path:
     """Return the path of official checkpoint ``name``, downloading and verifying it if needed.
 
-    A cached file is returned only if its sha256 matches. A download goes to a temporary file in the
-    cache directory, is verified, then renamed into place atomically, so no partial file is ever left at
-    the final path. With env ``SAMLIB_OFFLINE=1`` the network is not tried.
+    A cached file is returned only if its sha256 matches. A download goes to a temporary ``.part`` file
+    in the cache directory, is verified, then renamed into place atomically, so no partial file is ever
+    left at the final path; ``.part`` files of an earlier, killed download are removed. With env
+    ``SAMLIB_OFFLINE=1`` the network is not tried.
+
+    Arguments:
+      name (str): "vit_b", "vit_l" or "vit_h".
+      progress (bool): show a tqdm bar.
+      timeout (float): seconds to wait for the connection and for each read.
+      deadline (float | None): seconds the whole download may take; None: env
+        ``SAMLIB_DOWNLOAD_DEADLINE`` or 4 hours.
+      min_rate (float): bytes per second below which a download counts as stalled, averaged over
+        windows of ``max(2 * timeout, 5)`` s (a server that trickles a byte at a time never trips the
+        per-read timeout).
 
     Raises:
-      CheckpointUnavailableError: offline, network failure, or hash mismatch. The message gives the URL,
-        the expected sha256 and the exact path where the file can be placed by hand.
+      CheckpointUnavailableError: offline, network failure, stall, deadline, or hash mismatch. The message
+        gives the URL, the expected sha256 and the exact path where the file can be placed by hand.
     """
     spec = _spec(name)
     path = checkpoint_path(name)
+    if deadline is None:
+        deadline = _env_float("SAMLIB_DOWNLOAD_DEADLINE", _DOWNLOAD_DEADLINE_S)
+    if not deadline > 0 or not timeout > 0:
+        raise InvalidInputError(f"deadline and timeout must be > 0 seconds, got {deadline} and {timeout}.")
     if path.is_file():
         actual = _verified(path, spec.sha256)
         if actual is None:
@@ -194,8 +247,11 @@ def download_checkpoint(name: str, progress: bool = True, timeout: float = _DOWN
         raise CheckpointUnavailableError(
             f"Cannot create the cache directory {path.parent}: {e}.\n" + _manual_instructions(spec, path)
         ) from e
+    window = max(2 * timeout, 5.0)
+    _remove_stale_parts(path.parent, spec.filename, older_than_s=2 * window)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=path.parent)
     tmp = Path(tmp_name)
+    start = time.monotonic()
     try:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as response:
@@ -203,10 +259,28 @@ def download_checkpoint(name: str, progress: bool = True, timeout: float = _DOWN
             with tqdm(
                 total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not progress
             ) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                mark_t, mark_n, received = start, 0, 0
+                # read1: whatever has arrived (read(n) would wait for all n bytes, however slowly they come)
+                for chunk in iter(lambda: response.read1(_CHUNK), b""):
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
+                    received += len(chunk)
+                    now = time.monotonic()
+                    if now - start > deadline:
+                        raise _Stalled(
+                            f"the download took longer than its deadline of {deadline:g} s "
+                            f"({received} bytes received; set SAMLIB_DOWNLOAD_DEADLINE for a slower link)"
+                        )
+                    if now - mark_t >= window:
+                        if (received - mark_n) / (now - mark_t) < min_rate:
+                            raise _Stalled(
+                                f"the download stalled: {received - mark_n} bytes in the last "
+                                f"{now - mark_t:.0f} s (below {min_rate:g} bytes/s)"
+                            )
+                        mark_t, mark_n = now, received
+        if total is not None and received != total:
+            raise _Stalled(f"the server closed the connection after {received} of {total} bytes")
         actual = digest.hexdigest()
         if spec.sha256 is not None and actual != spec.sha256:
             raise CheckpointUnavailableError(
@@ -216,7 +290,7 @@ def download_checkpoint(name: str, progress: bool = True, timeout: float = _DOWN
         os.replace(tmp, path)
     except CheckpointUnavailableError:
         raise
-    except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts, HTTP, disk full
+    except (_Stalled, OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts, disk full
         raise CheckpointUnavailableError(
             f"Could not download SAM checkpoint {name!r} ({type(e).__name__}: {e}).\n"
             + _manual_instructions(spec, path)
@@ -224,12 +298,22 @@ def download_checkpoint(name: str, progress: bool = True, timeout: float = _DOWN
     finally:
         tmp.unlink(missing_ok=True)  # no-op after a successful os.replace
     if spec.sha256 is not None:
-        stat = path.stat()
-        try:
-            _marker(path).write_text(f"{spec.sha256} {stat.st_size} {stat.st_mtime_ns}\n")
-        except OSError:
-            pass
+        _write_marker(path, spec.sha256)
     return path
+
+
+class _Stalled(Exception):
+    """A download that is too slow or too long (turned into CheckpointUnavailableError)."""
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidInputError(f"${name} must be a number of seconds, got {raw!r}.") from None
 
 
 def infer_sam_arch(state_dict: Mapping[str, Any]) -> str:
@@ -260,6 +344,7 @@ def _build_sam(arch: str) -> Sam:
 
 
 def _load_state(sam: Sam, state_dict: Mapping[str, Any], source: str) -> None:
+    check_finite_weights(state_dict, source)
     try:
         sam.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
@@ -282,7 +367,7 @@ def _set_name(sam: Sam, name: str) -> None:
     setattr(sam, "samlib_name", name)  # noqa: B010  (Sam declares no such attribute)
 
 
-def load_sam(name: str = "teaching", device: str | torch.device | None = None) -> Sam:
+def load_sam(name: str | os.PathLike[str] = "teaching", device: str | torch.device | None = None) -> Sam:
     """Load a SAM model in eval mode on ``device`` (None: :func:`samlib.utils.default_device`).
 
     Arguments:
@@ -294,6 +379,13 @@ def load_sam(name: str = "teaching", device: str | torch.device | None = None) -
     Returns:
       (Sam): the model, with ``sam.samlib_name`` set (used as the embedding-cache key).
     """
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError(
+            f"name must be 'teaching', {', '.join(repr(k) for k in SAM_CHECKPOINTS)} or the path of a "
+            f".pth/.pt checkpoint file, got {name!r}."
+        )
     dev = resolve_device(device)
     if name in SAM_CHECKPOINTS:
         path = download_checkpoint(name)
@@ -325,6 +417,7 @@ def load_sam(name: str = "teaching", device: str | torch.device | None = None) -
                 raise InvalidInputError(
                     f"Checkpoint {path} holds a {type(state).__name__}, not a state dict."
                 )
+            check_finite_weights(state, str(path))
             arch = infer_sam_arch(state)
             sam = _build_sam(arch)
             _load_state(sam, state, str(path))

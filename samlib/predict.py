@@ -13,6 +13,7 @@ prediction itself runs under ``torch.inference_mode``.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -161,7 +162,11 @@ def _as_float_array(x: Any, name: str) -> np.ndarray:
 class PromptPredictor:
     """Prompt SAM on one image at a time, re-using cached embeddings.
 
-    Coordinates are (x, y) pixels of the original image; boxes are (x0, y0, x1, y1).
+    Coordinates are (x, y) pixels of the original image; boxes are (x0, y0, x1, y1). The same rules hold
+    for :meth:`predict` and :meth:`predict_batch` (:class:`InvalidInputError` otherwise): points labelled
+    1 or 0 must lie on the image (0 <= x <= W, 0 <= y <= H, within :data:`POINT_TOLERANCE_PX`); boxes
+    must overlap the image and are clipped to it (corners at most W / H beyond its border); each prompt
+    needs a non-padding point, a box or a mask input; an empty point array is an error, not "no prompt".
     """
 
     def __init__(self, sam: Sam, cache: EmbeddingCache | None = None) -> None:
@@ -303,23 +308,21 @@ class PromptPredictor:
           (Prediction): masks (B, K, H, W), scores (B, K), low_res_logits (B, K, h, w).
         """
         self._require_image()
+        height, width = (int(v) for v in self.predictor.original_size)
         sizes: dict[str, int] = {}
         boxes_t = coords_t = labels_t = masks_t = None
         if (point_coords is None) != (point_labels is None):
             raise InvalidInputError("point_coords and point_labels must be given together.")
         if boxes is not None:
-            b = _as_float_array(boxes, "boxes")
-            if b.ndim != 2 or b.shape[1] != 4:
-                raise InvalidInputError(f"boxes must have shape (B, 4) as (x0, y0, x1, y1), got {b.shape}.")
-            if np.any(b[:, 2] < b[:, 0]) or np.any(b[:, 3] < b[:, 1]):
-                raise InvalidInputError("boxes must be (x0, y0, x1, y1) with x1 >= x0 and y1 >= y0.")
+            b = _check_boxes(_as_float_array(boxes, "boxes"), width, height)
             sizes["boxes"] = b.shape[0]
             boxes_t = self.transform.apply_boxes_torch(
                 torch.as_tensor(b, device=self.device), self.predictor.original_size
             )
+        lab = None
         if point_coords is not None and point_labels is not None:
             c = _as_float_array(point_coords, "point_coords")
-            lab = np.asarray(point_labels)
+            lab = _as_label_array(point_labels)
             if c.ndim != 3 or c.shape[2] != 2:
                 raise InvalidInputError(f"point_coords must have shape (B, N, 2), got {c.shape}.")
             if lab.shape != c.shape[:2]:
@@ -327,16 +330,16 @@ class PromptPredictor:
                     f"point_labels must have shape (B, N) = {c.shape[:2]} to match point_coords, "
                     f"got {lab.shape}."
                 )
-            if not np.isin(lab, (-1, 0, 1)).all():
+            if c.shape[1] == 0:
                 raise InvalidInputError(
-                    "point_labels must be 1 (foreground), 0 (background) or -1 (padding); "
-                    f"got values {np.unique(lab).tolist()}."
+                    "point_coords holds no points (N = 0): pass point_coords=None, point_labels=None instead."
                 )
+            _check_points(c, lab, width, height)
             sizes["point_coords"] = c.shape[0]
             coords_t = self.transform.apply_coords_torch(
                 torch.as_tensor(c, device=self.device), self.predictor.original_size
             )
-            labels_t = torch.as_tensor(lab.astype(np.int64), device=self.device)
+            labels_t = torch.as_tensor(lab, device=self.device)
         if mask_inputs is not None:
             m = _as_float_array(mask_inputs, "mask_inputs")
             expected = tuple(self.sam.prompt_encoder.mask_input_size)
@@ -352,14 +355,134 @@ class PromptPredictor:
             )
         if len(set(sizes.values())) != 1:
             raise InvalidInputError(f"All prompts must have the same batch size B, got {sizes}.")
-        if next(iter(sizes.values())) == 0:
+        n_prompts = next(iter(sizes.values()))
+        if n_prompts == 0:
             raise InvalidInputError(f"Empty prompt batch (B = 0): {sizes}.")
+        if lab is not None and boxes is None and mask_inputs is None:
+            padding_only = np.flatnonzero((lab == -1).all(axis=1))
+            if padding_only.size:
+                raise InvalidInputError(
+                    f"prompt(s) {padding_only[:10].tolist()} have only padding points (label -1) and no box "
+                    "or mask_input: they ask for nothing. Give each prompt a point labelled 1 or 0, or a box."
+                )
+        k = 3 if multimask_output else 1
+        chunk = _prompts_per_chunk(n_prompts, k, height, width)
+        masks = np.empty((n_prompts, k, height, width), dtype=bool)
+        scores_out, low_out = [], []
         with torch.inference_mode():
-            masks, scores, low_res = self.predictor.predict_torch(
-                coords_t, labels_t, boxes_t, masks_t, multimask_output=multimask_output
-            )
+            for lo in range(0, n_prompts, chunk):
+                sl = slice(lo, lo + chunk)
+                part, scores, low_res = self.predictor.predict_torch(
+                    None if coords_t is None else coords_t[sl],
+                    None if labels_t is None else labels_t[sl],
+                    None if boxes_t is None else boxes_t[sl],
+                    None if masks_t is None else masks_t[sl],
+                    multimask_output=multimask_output,
+                )
+                masks[sl] = part.cpu().numpy()
+                del part  # the float upsampling of the next chunk may re-use its memory
+                scores_out.append(scores.float().cpu().numpy())
+                low_out.append(low_res.float().cpu().numpy())
         return Prediction(
-            masks=masks.cpu().numpy().astype(bool),
-            scores=scores.float().cpu().numpy(),
-            low_res_logits=low_res.float().cpu().numpy(),
+            masks=masks, scores=np.concatenate(scores_out), low_res_logits=np.concatenate(low_out)
         )
+
+
+# Prompt rules (one place, so single and batched prompting agree):
+# * points (labels 1 / 0) must lie on the image, 0 <= x <= W and 0 <= y <= H in pixel-edge coordinates
+#   (a click on the last pixel's far edge is still on the image); padding points (label -1) are ignored
+#   by SAM and not checked;
+# * a box must be (x0, y0, x1, y1) with x1 >= x0, y1 >= y0 and overlap the image; a box that pokes out
+#   (by at most the image's width / height) is clipped to it, what a user dragging past the border means;
+# * a prompt needs at least one point that is not padding, or a box, or a mask_input.
+POINT_TOLERANCE_PX = 0.5
+"""How far outside the image (pixels) a point may be and still be taken as on its border."""
+
+MAX_MASK_BYTES = 8 << 30
+"""Refuse a prompt batch whose boolean masks at full image size would exceed this (env
+``SAMLIB_MAX_MASK_BYTES`` overrides); the float upsampling behind them is done a few prompts at a
+time (:data:`UPSAMPLE_CHUNK_BYTES`), so peak memory stays near the size of the answer."""
+
+UPSAMPLE_CHUNK_BYTES = 512 << 20
+
+
+def _as_label_array(labels: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"point_labels must be an integer array, got {type(labels).__name__}.") from e
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise InvalidInputError(
+            "point_labels must be integers 1 (foreground), 0 (background) or -1 (padding), "
+            f"got dtype {arr.dtype}."
+        )
+    with np.errstate(invalid="ignore"):
+        ok = np.isin(arr, (-1, 0, 1))
+    if not ok.all():
+        raise InvalidInputError(
+            "point_labels must be 1 (foreground), 0 (background) or -1 (padding); "
+            f"got values {np.unique(arr[~ok])[:10].tolist()}."
+        )
+    return arr.astype(np.int64)
+
+
+def _check_points(coords: np.ndarray, labels: np.ndarray, width: int, height: int) -> None:
+    real = labels != -1
+    x, y = coords[..., 0][real], coords[..., 1][real]
+    tol = POINT_TOLERANCE_PX
+    outside = (x < -tol) | (x > width + tol) | (y < -tol) | (y > height + tol)
+    if outside.any():
+        bad = np.stack([x[outside], y[outside]], axis=1)[:3].tolist()
+        raise InvalidInputError(
+            f"point_coords: {int(outside.sum())} point(s) lie outside the {width} x {height} image, e.g. "
+            f"{bad}. Points are (x, y) pixels with 0 <= x <= {width} and 0 <= y <= {height}; label a "
+            "point -1 to mark it as padding."
+        )
+
+
+def _check_boxes(b: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Boxes checked (shape, order, overlap with the image) and clipped to the image."""
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise InvalidInputError(f"boxes must have shape (B, 4) as (x0, y0, x1, y1), got {b.shape}.")
+    if np.any(b[:, 2] < b[:, 0]) or np.any(b[:, 3] < b[:, 1]):
+        raise InvalidInputError("boxes must be (x0, y0, x1, y1) with x1 >= x0 and y1 >= y0.")
+    far = (b[:, :2] < -np.array([width, height])) | (b[:, 2:] > 2 * np.array([width, height]))
+    if far.any():
+        idx = np.flatnonzero(far.any(axis=1))
+        raise InvalidInputError(
+            f"boxes {idx[:10].tolist()} reach more than the image's own size beyond the {width} x {height} "
+            f"image (e.g. {b[idx[0]].tolist()}): they cannot mean a region of it."
+        )
+    outside = (b[:, 0] > width) | (b[:, 2] < 0) | (b[:, 1] > height) | (b[:, 3] < 0)
+    if outside.any():
+        idx = np.flatnonzero(outside)
+        raise InvalidInputError(
+            f"boxes {idx[:10].tolist()} lie entirely outside the {width} x {height} image (e.g. "
+            f"{b[idx[0]].tolist()}): boxes must overlap [0, {width}] x [0, {height}]."
+        )
+    return np.clip(b, 0, np.array([width, height, width, height], np.float32))
+
+
+def _prompts_per_chunk(n_prompts: int, k: int, height: int, width: int) -> int:
+    per_prompt = k * height * width  # bytes of bool masks for one prompt
+    limit = _max_mask_bytes()
+    if n_prompts * per_prompt > limit:
+        raise InvalidInputError(
+            f"{n_prompts} prompts x {k} mask(s) at {height} x {width} need "
+            f"{n_prompts * per_prompt / 2**30:.1f} GiB of masks (limit {limit / 2**30:.1f} GiB, env "
+            "SAMLIB_MAX_MASK_BYTES). Prompt fewer at a time, use multimask_output=False, or work on "
+            "tiles (samlib.tiling)."
+        )
+    return max(1, min(n_prompts, UPSAMPLE_CHUNK_BYTES // (4 * per_prompt)))
+
+
+def _max_mask_bytes() -> int:
+    raw = os.environ.get("SAMLIB_MAX_MASK_BYTES", "").strip()
+    if not raw:
+        return MAX_MASK_BYTES
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise InvalidInputError(f"$SAMLIB_MAX_MASK_BYTES must be a number of bytes, got {raw!r}.") from None

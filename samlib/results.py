@@ -15,6 +15,7 @@ import html
 import json
 import math
 import os
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from samlib.errors import DataNotFoundError, InvalidInputError
 
 __all__ = [
     "find_recorded",
+    "check_chapter_name",
     "read_results",
     "recorded_dir",
     "results_table",
@@ -104,6 +106,7 @@ def write_results(
     for name, value in (("chapter", chapter), ("setting", setting)):
         if not isinstance(value, str) or not value.strip():
             raise InvalidInputError(f"{name} must be a non-empty string, got {value!r}.")
+    check_chapter_name(chapter)
     if path is None:
         results_dir = os.environ.get(RESULTS_DIR_ENV)
         if not results_dir:
@@ -123,10 +126,13 @@ def write_results(
         doc["extra"] = dict(extra)
     try:
         text = json.dumps(doc, indent=2, allow_nan=False, default=_json_default)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         raise InvalidInputError(f"extra is not JSON serialisable (finite numbers only): {e}") from e
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidInputError(f"Cannot create the folder of results file {out}: {e}") from e
     # Not tempfile.mkstemp: it creates 0600 files, and reading the umask to undo that is process-global
     # (not thread-safe). O_EXCL on a unique name is as safe, and the kernel applies the umask to 0666.
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
@@ -140,15 +146,40 @@ def write_results(
     return out
 
 
+CHAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+"""What a chapter name may look like (it becomes a file name): letters, digits, ``_ . -``; no path."""
+
+
+def check_chapter_name(chapter: str) -> str:
+    """``chapter`` if it is a safe file stem (:data:`CHAPTER_NAME`, no ``..``), else InvalidInputError.
+
+    The name becomes ``$SAMLIB_RESULTS_DIR/<chapter>.json``: "../x" or "a/b" would write outside it.
+    """
+    if not isinstance(chapter, str) or not CHAPTER_NAME.fullmatch(chapter) or ".." in chapter:
+        raise InvalidInputError(
+            f"chapter must be a plain name like '04_planetary_distillation' (letters, digits, '_', '.', '-'; "
+            f"no '/', no '..', at most 128 characters), got {chapter!r}."
+        )
+    return chapter
+
+
+MAX_RESULTS_BYTES = 16 << 20
+"""Largest results file :func:`read_results` reads (metrics files are a few kB)."""
+
+
 def read_results(path: str | Path) -> dict[str, Any]:
     """Read and validate a results file written by :func:`write_results`."""
     p = Path(path)
     if not p.is_file():
         raise DataNotFoundError(f"Results file {p} does not exist.")
+    if p.stat().st_size > MAX_RESULTS_BYTES:
+        raise InvalidInputError(f"Results file {p} is {p.stat().st_size} bytes: not a metrics file.")
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidInputError(f"Results file {p} is not valid JSON: {e}") from e
+    except RecursionError:
+        raise InvalidInputError(f"Results file {p} is nested too deeply to be a results file.") from None
     if not isinstance(doc, dict):
         raise InvalidInputError(f"Results file {p} must hold a JSON object, got {type(doc).__name__}.")
     missing = _KEYS - doc.keys()

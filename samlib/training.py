@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from samlib.errors import InvalidInputError
+from samlib.errors import InvalidInputError, TrainingDivergedError
 from samlib.utils import autocast_context, resolve_device
 
 __all__ = ["fit", "cosine_with_warmup"]
@@ -65,6 +65,18 @@ def fit(
         raise InvalidInputError(
             f"need n_items, steps and batch_size >= 1, got {n_items}, {steps}, {batch_size}."
         )
+    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}.")
+    if lr == 0:
+        raise InvalidInputError("lr must be > 0.")
+    if warmup < 0:
+        raise InvalidInputError(f"warmup must be >= 0 steps, got {warmup}.")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps, warmup))
     rng = np.random.default_rng(seed)
@@ -82,7 +94,7 @@ def fit(
         with autocast_context(dev):
             loss = loss_fn(batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"loss became {loss.item()} at step {len(history)}; lower the learning rate."
             )
         opt.zero_grad(set_to_none=True)

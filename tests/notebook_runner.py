@@ -68,6 +68,9 @@ def _prepare_environment() -> None:
     pypath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(ROOT) not in pypath:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *pypath])
+    # a relative SAMLIB_DATA would be re-resolved in the kernel's working dir (notebooks/): pin it once
+    if os.environ.get("SAMLIB_DATA"):
+        os.environ["SAMLIB_DATA"] = str(Path(os.environ["SAMLIB_DATA"]).expanduser().absolute())
     # a smoke run must write to out_json only, never into the book's results folder
     os.environ.pop("SAMLIB_RESULTS_DIR", None)
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,6 +161,23 @@ def _augment(
     return x, y
 
 
+def _class_ids(labels: Any, index: int) -> np.ndarray:
+    """Label map ``index`` as int64 class ids; floats only when whole numbers (0.7 is not class 0)."""
+    arr = np.asarray(labels)
+    if arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int64)
+    if (
+        np.issubdtype(arr.dtype, np.floating)
+        and np.isfinite(arr).all()
+        and np.array_equal(arr, np.round(arr))
+    ):
+        return arr.astype(np.int64)
+    raise InvalidInputError(
+        f"labels[{index}] must hold integer class ids, got dtype {arr.dtype}"
+        + (" with non-integer values (threshold or argmax it first)." if arr.dtype.kind == "f" else ".")
+    )
+
+
 def train_unet(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
@@ -199,7 +217,12 @@ def train_unet(
         )
     dev = resolve_device(device)
     x_all = images_to_tensor(images)
-    y_np = np.stack([np.asarray(lab) for lab in labels]).astype(np.int64)
+    ids = [_class_ids(lab, i) for i, lab in enumerate(labels)]
+    if len({a.shape for a in ids}) != 1:
+        raise InvalidInputError(
+            f"label maps must all have one (H, W) shape, got {sorted({a.shape for a in ids})}."
+        )
+    y_np = np.stack(ids)
     if y_np.shape != (x_all.shape[0], *x_all.shape[2:]):
         raise InvalidInputError(
             f"label maps must match the images' (H, W), got {y_np.shape[1:]} vs {tuple(x_all.shape[2:])}."

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from samlib.teaching.evaluate import evaluate
-from samlib.teaching.model import TEACHING_CHECKPOINT, TeachingConfig, load_teaching_sam
+from samlib.teaching.model import TEACHING_CHECKPOINT, TeachingConfig, config_from_dict, load_teaching_sam
 from samlib.teaching.train import TrainSettings, export, train
 
 
@@ -38,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     tr.add_argument(
         "--global-attn", type=int, nargs="*", default=[], help="encoder blocks with global attention"
     )
+    tr.add_argument(
+        "--checkpoint-every", type=int, default=TrainSettings.checkpoint_every, help="steps between saves"
+    )
+    tr.add_argument("--pool-size", type=int, default=TrainSettings.pool_size, help="scenes kept in memory")
     tr.add_argument("--no-resume", action="store_true")
     tr.add_argument("--device", default=None)
     ev = sub.add_parser("eval", help="evaluate a checkpoint (default: the shipped one)")
@@ -56,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ex.add_argument("training_checkpoint")
     ex.add_argument("--dest", default=str(TEACHING_CHECKPOINT))
     args = parser.parse_args(argv)
+    _check_args(parser, args)
     if args.cmd == "train":
         config = TeachingConfig(patch_size=args.patch_size, window_size=args.window_size,
                                 encoder_depth=args.depth,
@@ -64,8 +71,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         balance_steps = 0 if args.init else TrainSettings.balance_decay_steps
         settings = TrainSettings(seed=args.seed, steps=args.steps, minutes=args.minutes, threads=args.threads,
                                  batch_images=args.batch_images, lr=args.lr, warmup_steps=args.warmup_steps,
-                                 init_from=args.init, config=config,
-                                 balance_decay_steps=balance_steps)  # fmt: skip
+                                 init_from=args.init, config=config, balance_decay_steps=balance_steps,
+                                 checkpoint_every=args.checkpoint_every,
+                                 pool_size=args.pool_size)  # fmt: skip
+        if not args.no_resume:
+            _check_resumable(parser, Path(args.out), config)
         train(settings, args.out, resume=not args.no_resume, device=args.device)
     elif args.cmd == "eval":
         sam = load_teaching_sam(args.checkpoint)
@@ -77,6 +87,63 @@ def main(argv: Sequence[str] | None = None) -> None:
             Path(args.json).write_text(text)
     else:
         print(export(args.training_checkpoint, args.dest))
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse values that would train nothing, diverge or write NaN reports (argparse-style errors)."""
+    if args.cmd == "train":
+        for flag in ("batch_images", "checkpoint_every", "pool_size", "depth", "patch_size"):
+            if getattr(args, flag) < 1:
+                parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+        for flag in ("steps", "warmup_steps", "threads", "window_size"):
+            if getattr(args, flag) < 0:
+                parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+        if not (math.isfinite(args.lr) and 0 < args.lr <= 1):
+            parser.error(f"--lr must be a finite number in (0, 1], got {args.lr}")
+        if not (math.isfinite(args.minutes) and args.minutes > 0):
+            parser.error(f"--minutes must be a positive number, got {args.minutes}")
+        if args.pool_size < max(args.batch_images, TrainSettings.pool_refresh):
+            parser.error(
+                f"--pool-size must be >= --batch-images and >= {TrainSettings.pool_refresh} (scenes "
+                f"refreshed per step), got {args.pool_size}"
+            )
+        if any(not 0 <= i < args.depth for i in args.global_attn):
+            parser.error(f"--global-attn blocks must be in 0..{args.depth - 1}, got {args.global_attn}")
+        if TeachingConfig.img_size % args.patch_size:
+            parser.error(
+                f"--patch-size must divide the {TeachingConfig.img_size} px input, got {args.patch_size}"
+            )
+        if args.init and not Path(args.init).is_file():
+            parser.error(f"--init {args.init}: no such file")
+    elif args.cmd == "eval":
+        if args.n < 1 or args.n_targets < 1:
+            parser.error(f"--n and --n-targets must be >= 1, got {args.n} and {args.n_targets}")
+        if args.first_scene < 0:
+            parser.error(f"--first-scene must be >= 0, got {args.first_scene}")
+    elif not Path(args.training_checkpoint).is_file():
+        parser.error(f"{args.training_checkpoint}: no such file")
+
+
+def _check_resumable(parser: argparse.ArgumentParser, out: Path, config: TeachingConfig) -> None:
+    """A checkpoint at ``out`` is resumed: its architecture must be the one asked for."""
+    if not out.is_file():
+        return
+    import torch
+
+    try:
+        state = torch.load(out, map_location="cpu", weights_only=True)
+        saved = config_from_dict(state["config"], source=str(out))
+    except Exception as e:  # unreadable, a code-running pickle, no config: say so instead of a traceback
+        parser.error(
+            f"--out {out} exists but is not a readable training checkpoint ({type(e).__name__}: {e}); "
+            "move it away or pass --no-resume"
+        )
+    if saved != config:
+        diff = {k: (v, getattr(config, k)) for k, v in asdict(saved).items() if getattr(config, k) != v}
+        parser.error(
+            f"--out {out} holds a run with another architecture (saved vs asked: {diff}); pass the same "
+            "--depth/--patch-size/... to resume it, or --no-resume to start over"
+        )
 
 
 if __name__ == "__main__":

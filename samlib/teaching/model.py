@@ -9,6 +9,8 @@ in :mod:`samlib.teaching.evaluate`.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from samlib.errors import CheckpointUnavailableError, InvalidInputError
-from samlib.utils import resolve_device
+from samlib.utils import check_finite_weights, resolve_device
 
 __all__ = [
     "TEACHING_CHECKPOINT",
@@ -135,20 +137,79 @@ def load_teaching_sam(path: str | Path | None = None, device: str | torch.device
             f"teaching_sam.pt; re-create it with `python -m samlib.teaching train --out runs/teaching.pt` "
             f"then `python -m samlib.teaching export runs/teaching.pt`."
         )
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors of many types (and code-running pickles) are refused
+        raise InvalidInputError(
+            f"Could not read teaching checkpoint {ckpt_path} with torch.load(weights_only=True): "
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        ) from e
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise InvalidInputError(f"{ckpt_path} is not a teaching-SAM checkpoint (needs 'config' and 'model')")
-    config = config_from_dict(ckpt["config"])
-    sam = build_teaching_sam(config)
-    sam.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+    config = config_from_dict(ckpt["config"], source=str(ckpt_path))
+    weights = ckpt["model"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise InvalidInputError(f"{ckpt_path}: 'model' must be a state dict of tensors.")
+    check_finite_weights(weights, str(ckpt_path))
+    try:
+        sam = build_teaching_sam(config)
+    except (RuntimeError, ValueError, TypeError, ZeroDivisionError, AssertionError) as e:
+        raise InvalidInputError(f"{ckpt_path}: its config {config} does not build a model ({e}).") from e
+    try:
+        sam.load_state_dict({k: v.float() for k, v in weights.items()})
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        raise InvalidInputError(
+            f"The weights in {ckpt_path} do not fit the model its config describes: {first}"
+        ) from e
     sam.samlib_name = f"teaching:{ckpt_path.name}"  # type: ignore[assignment]
     return sam.to(resolve_device(device, default=torch.device("cpu"))).eval()
 
 
-def config_from_dict(d: dict[str, Any]) -> TeachingConfig:
+def config_from_dict(d: Any, source: str = "the checkpoint") -> TeachingConfig:
+    """A :class:`TeachingConfig` from its ``asdict`` form (as stored in checkpoints), checked.
+
+    Raises:
+      InvalidInputError: ``d`` is not a dict, has unknown keys, or values of the wrong type / range.
+    """
+    if not isinstance(d, dict):
+        raise InvalidInputError(f"{source}: 'config' must be a dict, got {type(d).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(TeachingConfig)}
+    unknown = sorted(str(k) for k in d if k not in fields)
+    if unknown:
+        raise InvalidInputError(f"{source}: unknown config key(s) {unknown}; known: {sorted(fields)}.")
     d = dict(d)
-    d["encoder_global_attn"] = tuple(d.get("encoder_global_attn", ()))
-    return TeachingConfig(**d)
+    attn = d.get("encoder_global_attn", ())
+    if not isinstance(attn, (list, tuple)) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in attn
+    ):
+        raise InvalidInputError(
+            f"{source}: encoder_global_attn must be a list of block indices, got {attn!r}."
+        )
+    d["encoder_global_attn"] = tuple(attn)
+    for key, value in d.items():
+        if key == "encoder_global_attn":
+            continue
+        kind = float if key == "encoder_mlp_ratio" else int
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or (kind is int and value != int(value)) or value < (0 if key == "window_size" else 1):
+            raise InvalidInputError(
+                f"{source}: config {key} must be a positive {kind.__name__}, got {value!r}."
+            )
+        d[key] = kind(value)
+    config = TeachingConfig(**d)
+    if config.img_size % config.patch_size:
+        raise InvalidInputError(
+            f"{source}: img_size {config.img_size} is not a multiple of patch_size {config.patch_size}."
+        )
+    if config.encoder_dim % config.encoder_heads or config.prompt_dim % config.decoder_heads:
+        raise InvalidInputError(f"{source}: the embedding widths must be multiples of the head counts.")
+    if any(not 0 <= i < config.encoder_depth for i in config.encoder_global_attn):
+        raise InvalidInputError(
+            f"{source}: encoder_global_attn {config.encoder_global_attn} names blocks outside "
+            f"0..{config.encoder_depth - 1}."
+        )
+    return config
 
 
 # The last layer of each residual branch of an encoder block: zero them and the block is the identity.

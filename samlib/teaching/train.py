@@ -363,10 +363,6 @@ def _save_training_state(
     settings: TrainSettings,
     history: list[dict[str, float]],
 ) -> None:
-    log = out.with_suffix(".log.jsonl")
-    with log.open("a") as f:
-        for h in history:
-            f.write(json.dumps(h) + "\n")
     state = {
         "model": sam.state_dict(),
         "optimizer": opt.state_dict(),
@@ -379,6 +375,10 @@ def _save_training_state(
     tmp = out.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, out)  # atomic: a crash never leaves a half-written checkpoint
+    # Only now: logged steps were saved, so a kill before the replace cannot log steps that get redone.
+    with out.with_suffix(".log.jsonl").open("a") as f:
+        for h in history:
+            f.write(json.dumps(h) + "\n")
 
 
 def export(training_checkpoint: str | Path, dest: str | Path = TEACHING_CHECKPOINT) -> Path:
