@@ -33,13 +33,14 @@ HTML_MANAGER_VERSION := 1.0.15
 REQUIREJS_VERSION := 2.3.8
 VENDOR_STAMP := $(VENDOR)/.mathjax-$(MATHJAX_VERSION)-widgets-$(HTML_MANAGER_VERSION)-require-$(REQUIREJS_VERSION)
 
-.PHONY: all book test lint venv vendor clean distclean help
+.PHONY: all book browser-check test lint venv vendor clean distclean help
 
 all: help
 
 help:
 	@echo "make book   - create .venv if needed, execute every notebook, build _build/html"
 	@echo "make test   - create .venv if needed, run pytest (unit tests + smoke runs of the chapters)"
+	@echo "make browser-check - open every built page in headless Chromium, offline (after make book)"
 	@echo "make lint   - ruff + mypy samlib"
 	@echo "make clean  - remove _build and caches (keeps .venv; 'make distclean' removes it too)"
 
@@ -76,6 +77,14 @@ book: $(STAMP) $(VENDOR_STAMP)
 	@mkdir -p "$(SAMLIB_RESULTS_DIR)" && rm -f "$(SAMLIB_RESULTS_DIR)"/*.json  # every chapter re-runs
 	$(BIN)/jupyter-book build . --builder html --toc $(TOC)
 	@echo "open _build/html/index.html"
+
+# Open every page of _build/html in headless Chromium (Debian's /usr/bin/chromium, or $$CHROMIUM), with
+# the network blocked, and check math, figures, tracebacks and the claims table; screenshots go to
+# _build/screenshots/. Playwright drives the browser (installed into the venv on first use).
+PLAYWRIGHT_VERSION := 1.65.2
+browser-check: $(STAMP)
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install -q playwright==$(PLAYWRIGHT_VERSION)
+	$(BIN)/python scripts/browser_check.py _build/html --screenshots _build/screenshots
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
