@@ -319,7 +319,7 @@ def split_bars(
     ax.set_xticks(np.arange(len(splits)), splits)
     ax.set_ylabel(metric)
     top = np.nanmax([v for row in values.values() for v in row.values()])
-    ax.set_ylim(0, max(1.0, float(top)) * 1.15)
+    ax.set_ylim(0, max(1.0, float(top)) * 1.3)  # room for the legend above the bars
     ax.legend(fontsize=7, ncols=min(4, len(methods)), loc="upper left", frameon=False)
     if title:
         ax.set_title(title, fontsize=10)

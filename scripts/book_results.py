@@ -7,7 +7,8 @@ the chapters, ``samlib.results``) into Markdown for the pages:
 * :func:`claims_table`: one row per chapter, "holds / does not hold / not measured" by the rule
   :data:`RULE`, for this build and for the latest recorded full run under ``results/``;
 * :func:`compact_table`: a chapter's metrics, one sub-table per group of rows that share their metric
-  names (so no column is empty), the key metric first, counts as integers, all-zero std columns gone;
+  names (so columns are not mostly empty), the key metric first, counts as integers, a std beside its
+  metric and only where more than one seed ran;
 * :func:`chart_values`: the numbers of a chapter's small grouped bar chart.
 
 It has no torch dependency and no plotting; ``book/results.md`` draws the charts.
@@ -143,28 +144,48 @@ def _format(value: float, as_int: bool) -> str:
     return f"{int(round(value))}" if as_int else f"{value:.3f}"
 
 
+def _group_rows(results: Mapping[str, Mapping[str, float]]) -> list[tuple[list[str], list[str]]]:
+    """Rows grouped so that each group's columns are (nearly) all filled: (metric names, methods)."""
+    groups: list[tuple[list[str], list[str]]] = []
+    for method, metrics in results.items():
+        names = [m for m in metrics if not m.endswith("_std")]
+        for cols, methods in groups:
+            if len(set(cols) ^ set(names)) <= 1:  # at most one column differs: same table
+                cols += [m for m in names if m not in cols]
+                methods.append(method)
+                break
+        else:
+            groups.append((names, [method]))
+    return groups
+
+
 def compact_table(results: Mapping[str, Mapping[str, float]], first: Sequence[str] = ()) -> str:
     """A chapter's metrics as Markdown, one sub-table per group of rows with the same metric names.
 
     Arguments:
-      results (Mapping): ``{method: {metric: value}}``.
+      results (Mapping): ``{method: {metric: value}}``; a ``<metric>_std`` entry is the spread over
+        seeds of ``<metric>``.
       first (Sequence[str]): metric names to put first (the chapter's key metric), when present.
 
     Returns:
-      (str): Markdown; columns that are ``*_std`` and zero in every row are dropped (single seeds),
-        columns whose values are all whole numbers above 1 (or named like a count) print as integers.
+      (str): Markdown. A std is printed beside its metric ("0.913 ± 0.009") and omitted where it is
+        zero (a single seed); columns whose values are all whole numbers above 1 (or named like a
+        count) print as integers; a value a row does not have prints as "–".
     """
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for method, metrics in results.items():
-        groups.setdefault(tuple(metrics), []).append(method)
     parts = []
-    for names, methods in groups.items():
+    for names, methods in _group_rows(results):
         cols = [m for m in first if m in names] + [m for m in names if m not in first]
-        cols = [c for c in cols if not (c.endswith("_std") and all(results[m][c] == 0.0 for m in methods))]
-        as_int = {c: _is_count(c, [results[m][c] for m in methods]) for c in cols}
+        present = {c: [results[m][c] for m in methods if c in results[m]] for c in cols}
+        as_int = {c: _is_count(c, present[c]) for c in cols}
         lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
         for m in methods:
-            lines.append(f"| {m} | " + " | ".join(_format(results[m][c], as_int[c]) for c in cols) + " |")
+            cells = []
+            for c in cols:
+                value = results[m].get(c, float("nan"))
+                text = _format(value, as_int[c])
+                std = results[m].get(f"{c}_std", 0.0)
+                cells.append(f"{text} ± {std:.3f}" if std >= 0.0005 and not math.isnan(value) else text)
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

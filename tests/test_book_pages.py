@@ -65,17 +65,19 @@ def test_registry_charts_stay_small() -> None:
 
 def test_compact_table_groups_rows_and_formats_counts() -> None:
     results = {
+        "prompt_auto": {"iou": 0.7, "objects": 13.0, "masks_per_image": 5.4},
         "prompt_box": {"iou": 0.8, "objects": 13.0},
-        "prompt_point": {"iou": 0.6, "objects": 13.0},
-        "decoder": {"f1": 0.9, "miou": 0.7, "f1_std": 0.0, "seeds": 1.0},
+        "decoder_two_seeds": {"f1": 0.9, "miou": 0.7, "miou_std": 0.01, "seeds": 2.0},
+        "decoder_one_seed": {"f1": 0.5, "miou": 0.4, "miou_std": 0.0, "seeds": 1.0},
     }
     md = B.compact_table(results, first=["miou"])
     tables = md.split("\n\n")
-    assert len(tables) == 2  # the two groups of rows share no metric: two tables, no empty column
-    assert tables[0].splitlines()[0] == "| method | iou | objects |"
-    assert "| prompt_box | 0.800 | 13 |" in tables[0]
-    assert tables[1].splitlines()[0] == "| method | miou | f1 | seeds |"  # key metric first, zero std gone
-    assert "| decoder | 0.700 | 0.900 | 1 |" in tables[1]
+    assert len(tables) == 2  # the two kinds of rows share no metric: two tables, no mostly-empty column
+    assert tables[0].splitlines()[0] == "| method | iou | objects | masks_per_image |"
+    assert "| prompt_box | 0.800 | 13 | – |" in tables[0]
+    assert tables[1].splitlines()[0] == "| method | miou | f1 | seeds |"  # key metric first, no std column
+    assert "| decoder_two_seeds | 0.700 ± 0.010 | 0.900 | 2 |" in tables[1]
+    assert "| decoder_one_seed | 0.400 | 0.500 | 1 |" in tables[1]  # single seed: no std
 
 
 def test_chart_values_follow_the_templates() -> None:
