@@ -22,13 +22,25 @@ RESULTS_DIR ?= $(CURDIR)/_build/metrics
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
-.PHONY: all book test lint venv clean distclean help
+# Offline MathJax and the ipywidgets HTML manager: npm packages (pinned), fetched once with `npm pack`
+# into .cache/npm (ignored), unpacked into _build/vendor, which Sphinx copies into the book's _static/
+# (html_static_path in _config.yml). Needs npm, only for `make book`.
+NPM ?= npm
+NPM_CACHE ?= .cache/npm
+VENDOR := _build/vendor
+MATHJAX_VERSION := 3.2.2
+HTML_MANAGER_VERSION := 1.0.15
+REQUIREJS_VERSION := 2.3.8
+VENDOR_STAMP := $(VENDOR)/.mathjax-$(MATHJAX_VERSION)-widgets-$(HTML_MANAGER_VERSION)-require-$(REQUIREJS_VERSION)
+
+.PHONY: all book browser-check test lint venv vendor clean distclean help
 
 all: help
 
 help:
 	@echo "make book   - create .venv if needed, execute every notebook, build _build/html"
 	@echo "make test   - create .venv if needed, run pytest (unit tests + smoke runs of the chapters)"
+	@echo "make browser-check - open every built page in headless Chromium, offline (after make book)"
 	@echo "make lint   - ruff + mypy samlib"
 	@echo "make clean  - remove _build and caches (keeps .venv; 'make distclean' removes it too)"
 
@@ -42,11 +54,37 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[book,dev]'
 	@touch $@
 
+vendor: $(VENDOR_STAMP)
+
+$(VENDOR_STAMP):
+	@command -v $(NPM) >/dev/null || { echo "error: make book needs npm (Node.js) to fetch MathJax and the widget manager"; exit 1; }
+	@mkdir -p $(NPM_CACHE)
+	@for pkg in mathjax@$(MATHJAX_VERSION) @jupyter-widgets/html-manager@$(HTML_MANAGER_VERSION) requirejs@$(REQUIREJS_VERSION); do \
+	  tgz=$$(echo "$$pkg" | sed 's#^@##; s#/#-#; s#@#-#').tgz; \
+	  test -s $(NPM_CACHE)/$$tgz || (cd $(NPM_CACHE) && $(NPM) pack --silent "$$pkg" >/dev/null) || exit 1; \
+	done
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/mathjax $(VENDOR)/widgets $(VENDOR)/.unpack
+	tar xzf $(NPM_CACHE)/mathjax-$(MATHJAX_VERSION).tgz -C $(VENDOR)/.unpack && cp -r $(VENDOR)/.unpack/package/es5/. $(VENDOR)/mathjax/
+	rm -rf $(VENDOR)/.unpack/package
+	tar xzf $(NPM_CACHE)/jupyter-widgets-html-manager-$(HTML_MANAGER_VERSION).tgz -C $(VENDOR)/.unpack && cp -r $(VENDOR)/.unpack/package/dist/. $(VENDOR)/widgets/
+	rm -rf $(VENDOR)/.unpack/package
+	tar xzf $(NPM_CACHE)/requirejs-$(REQUIREJS_VERSION).tgz -C $(VENDOR)/.unpack && cp $(VENDOR)/.unpack/package/require.js $(VENDOR)/widgets/require.js
+	rm -rf $(VENDOR)/.unpack $(VENDOR)/widgets/*.map
+	@touch $@
+
 book: export SAMLIB_RESULTS_DIR = $(RESULTS_DIR)
-book: $(STAMP)
+book: $(STAMP) $(VENDOR_STAMP)
 	@mkdir -p "$(SAMLIB_RESULTS_DIR)" && rm -f "$(SAMLIB_RESULTS_DIR)"/*.json  # every chapter re-runs
 	$(BIN)/jupyter-book build . --builder html --toc $(TOC)
 	@echo "open _build/html/index.html"
+
+# Open every page of _build/html in headless Chromium (Debian's /usr/bin/chromium, or $$CHROMIUM), with
+# the network blocked, and check math, figures, tracebacks and the claims table; screenshots go to
+# _build/screenshots/. Playwright drives the browser (installed into the venv on first use).
+PLAYWRIGHT_VERSION := 1.65.2
+browser-check: $(STAMP)
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install -q playwright==$(PLAYWRIGHT_VERSION)
+	$(BIN)/python scripts/browser_check.py _build/html --screenshots _build/screenshots
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -33,6 +33,7 @@ __all__ = [
     "show_image",
     "show_mask",
     "show_points",
+    "split_bars",
 ]
 
 # Colour-blind friendly (Okabe-Ito), as RGB in [0, 1]; mask i gets PALETTE[i % len(PALETTE)].
@@ -285,3 +286,42 @@ def label_maps_figure(
     """One row: the image, its ground-truth label map, then each named predicted label map (coloured)."""
     panels = [image, colorize(truth, colors)] + [colorize(m, colors) for m in maps.values()]
     return image_grid(panels, ["image", "ground truth", *maps], ncols=len(panels), size=size)
+
+
+def split_bars(
+    values: dict[str, dict[str, float]],
+    metric: str,
+    title: str | None = None,
+    width: float = 6.0,
+) -> Figure:
+    """A small grouped bar chart: one group per split, one bar per method, each bar labelled.
+
+    Arguments:
+      values (dict[str, dict[str, float]]): ``{split: {method: value}}`` (splits in display order).
+      metric (str): the y-axis label.
+      title (str | None): the figure title.
+      width (float): figure width in inches (the book's text column is about 6).
+
+    Returns:
+      (Figure): the figure; methods keep one colour across splits, missing bars are gaps.
+    """
+    splits = list(values)
+    methods = list(dict.fromkeys(m for row in values.values() for m in row))
+    if not splits or not methods:
+        raise InvalidInputError("split_bars needs at least one split with one method value.")
+    fig, ax = plt.subplots(figsize=(width, 2.8))
+    bar = 0.8 / len(methods)
+    for k, method in enumerate(methods):
+        xs = np.arange(len(splits)) + (k - (len(methods) - 1) / 2) * bar
+        ys = [values[s].get(method, np.nan) for s in splits]
+        rects = ax.bar(xs, ys, bar, label=method, color=palette_color(k))
+        ax.bar_label(rects, fmt="%.2f", fontsize=7, padding=1)
+    ax.set_xticks(np.arange(len(splits)), splits)
+    ax.set_ylabel(metric)
+    top = np.nanmax([v for row in values.values() for v in row.values()])
+    ax.set_ylim(0, max(1.0, float(top)) * 1.3)  # room for the legend above the bars
+    ax.legend(fontsize=7, ncols=min(4, len(methods)), loc="upper left", frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
