@@ -241,7 +241,8 @@ def read_geotiff(
     Returns:
       (GeoImage): image (H, W, 3) uint8, valid mask, the window's transform, CRS and stretch.
     """
-    rasterio = _rasterio()
+    _rasterio()
+    from affine import Affine
     from rasterio.windows import Window
 
     if stretch is None:
@@ -258,7 +259,7 @@ def read_geotiff(
                 raise InvalidInputError(f"window height and width must be >= 1, got {window}.")
             win = Window(col, row, w, h).intersection(Window(0, 0, ds.width, ds.height))
         data = ds.read(list(chosen), window=win, masked=True)
-        transform = tuple(rasterio.windows.transform(win, ds.transform))[:6]
+        transform = tuple(ds.transform @ Affine.translation(win.col_off, win.row_off))[:6]
         crs = ds.crs.to_wkt() if ds.crs else None
     valid = ~np.ma.getmaskarray(data).any(axis=0)
     image = stretch.apply(np.ma.filled(data, 0))
