@@ -261,7 +261,7 @@ def read_geotiff(
         data = ds.read(list(chosen), window=win, masked=True)
         transform = tuple(ds.transform @ Affine.translation(win.col_off, win.row_off))[:6]
         crs = ds.crs.to_wkt() if ds.crs else None
-    valid = ~np.ma.getmaskarray(data).any(axis=0)
+    valid = np.asarray(~np.ma.getmaskarray(data).any(axis=0), dtype=bool)
     image = stretch.apply(np.ma.filled(data, 0))
     image[:, ~valid] = 0
     rgb = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
@@ -280,8 +280,8 @@ def map_to_pixel(transform: Sequence[float], xs: np.ndarray, ys: np.ndarray) -> 
     from affine import Affine
 
     inv = ~Affine(*transform[:6])
-    cols, rows = inv @ (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
-    return np.asarray(cols), np.asarray(rows)
+    x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    return inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f
 
 
 def pixel_to_map(
@@ -290,8 +290,9 @@ def pixel_to_map(
     """Fractional pixel (col, row) -> map (x, y) through ``transform``."""
     from affine import Affine
 
-    xs, ys = Affine(*transform[:6]) @ (np.asarray(cols, dtype=np.float64), np.asarray(rows, dtype=np.float64))
-    return np.asarray(xs), np.asarray(ys)
+    fwd = Affine(*transform[:6])
+    c, r = np.asarray(cols, dtype=np.float64), np.asarray(rows, dtype=np.float64)
+    return fwd.a * c + fwd.b * r + fwd.c, fwd.d * c + fwd.e * r + fwd.f
 
 
 def _mask_profile(
