@@ -45,6 +45,8 @@ __all__ = [
     "read_vector_prompts",
     "VectorPrompts",
     "select_bands",
+    "raster_extent",
+    "write_geotiff",
     "write_mask_geotiff",
     "write_vectors",
 ]
@@ -389,6 +391,40 @@ def write_mask_geotiff(
     with MaskWriter(path, arr.shape[0], arr.shape[1], transform, crs, dtype, nodata) as writer:
         writer.write(arr, 0, 0)
     return Path(path)
+
+
+def write_geotiff(
+    path: str | Path,
+    data: np.ndarray,
+    transform: Sequence[float],
+    crs: str | None,
+    nodata: float | None = None,
+) -> Path:
+    """Write a (C, H, W) or (H, W) array of any dtype as a compressed, tiled GeoTIFF with ``transform``
+    (e.g. ``rasterio.transform.from_origin(west, north, xres, yres)``) and ``crs`` ("EPSG:32723", WKT).
+
+    Returns:
+      (Path): the written file.
+    """
+    rasterio = _rasterio()
+    arr = np.asarray(data)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise InvalidInputError(f"data must be (C, H, W) or (H, W), got shape {np.asarray(data).shape}.")
+    profile = _mask_profile(arr.shape[1], arr.shape[2], transform, crs, str(arr.dtype), nodata)
+    profile["count"] = arr.shape[0]
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(p, "w", **profile) as dst:
+        dst.write(arr)
+    return p
+
+
+def raster_extent(transform: Sequence[float], height: int, width: int) -> tuple[float, float, float, float]:
+    """(left, right, bottom, top) map extent of a north-up raster, for matplotlib's ``imshow(extent=...)``."""
+    a, _, c, _, e, f = transform[:6]
+    return c, c + a * width, f + e * height, f
 
 
 def masks_to_polygons(
