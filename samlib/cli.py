@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap", type=int, default=None, help="overlap of neighbouring tiles in px (default: tile/4)"
     )
     seg.add_argument("--points-per-side", type=int, default=16, help="--auto: prompt grid per tile")
+    seg.add_argument(
+        "--pred-iou-thresh", type=float, default=0.88, help="--auto: keep masks above this predicted IoU"
+    )
+    seg.add_argument(
+        "--stability-thresh", type=float, default=0.95, help="--auto: keep masks above this stability score"
+    )
     seg.add_argument("--out", required=True, help="output label GeoTIFF (mask k -> label k, 0 = background)")
     seg.add_argument("--vector", default=None, help="also write polygons (.geojson or .gpkg)")
     seg.add_argument(
@@ -126,7 +132,12 @@ def _segment(args: argparse.Namespace) -> str:
         pieces = seg.predict_points(seg.points_to_pixels(points), labels, progress=progress)  # type: ignore[arg-type]
         kind = "point prompts"
     else:
-        pieces = seg.automatic(progress=progress, points_per_side=args.points_per_side)
+        pieces = seg.automatic(
+            progress=progress,
+            points_per_side=args.points_per_side,
+            pred_iou_thresh=args.pred_iou_thresh,
+            stability_score_thresh=args.stability_thresh,
+        )
         kind = "automatic"
     seg.write_geotiff(pieces, args.out)
     summary = (
