@@ -27,7 +27,16 @@ from typing import Any
 
 from samlib.errors import InvalidInputError
 
-__all__ = ["Choice", "ClickPrompter", "Slider", "choice", "interactive_figure", "slider", "widgets_available"]
+__all__ = [
+    "Choice",
+    "ClickPrompter",
+    "Slider",
+    "choice",
+    "click_widgets_available",
+    "interactive_figure",
+    "slider",
+    "widgets_available",
+]
 
 
 @dataclass(frozen=True)
@@ -355,3 +364,12 @@ def _png_bytes(image: Any) -> bytes:
     if not ok:  # pragma: no cover - cv2 encodes any uint8 RGB array
         raise InvalidInputError("could not encode the image as PNG")
     return bytes(buf)
+
+
+def click_widgets_available() -> bool:
+    """True when :meth:`ClickPrompter.widget` can run (ipywidgets and ipyevents installed)."""
+    try:
+        import ipyevents  # noqa: F401
+    except ImportError:
+        return False
+    return widgets_available()
