@@ -325,3 +325,37 @@ def split_bars(
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def show_polygons_on_raster(
+    ax: Axes,
+    image: np.ndarray,
+    transform: Sequence[float],
+    polygons: Sequence[Any],
+    title: str | None = None,
+    color: str = "yellow",
+    unit: str = "m",
+) -> None:
+    """A raster with polygons over it, on map coordinates (easting / northing on the axes).
+
+    Arguments:
+      ax (Axes): where to draw.
+      image (np.ndarray): (H, W, 3) uint8 RGB of the raster.
+      transform (Sequence[float]): its affine pixel -> map transform (north-up).
+      polygons (Sequence[shapely.Polygon]): in the same map coordinates.
+      title (str | None): axes title.
+      color (str): outline colour.
+      unit (str): map unit for the axis labels.
+    """
+    a, _, c, _, e, f = transform[:6]
+    h, w = image.shape[:2]
+    ax.imshow(image, extent=(c, c + a * w, f + e * h, f))
+    for poly in polygons:
+        for part in getattr(poly, "geoms", [poly]):
+            xs, ys = part.exterior.xy
+            ax.plot(xs, ys, color=color, linewidth=1.0)
+    ax.set_xlabel(f"easting ({unit})")
+    ax.set_ylabel(f"northing ({unit})")
+    ax.ticklabel_format(useOffset=False, style="plain")
+    if title:
+        ax.set_title(title)
