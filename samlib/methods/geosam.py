@@ -345,8 +345,9 @@ class GeoSAM:
         """Fine-tune a copy of the mask decoder (encoders frozen) and keep it as :attr:`decoder`.
 
         Before training, ``prompt_pool`` sets of sparse prompts are drawn for every training image from
-        its CNN map (``probs``), and their dense prompts (zero-shot SAM's answer to them) are computed
-        once, in one decoder call per image: they do not depend on the decoder being trained. Every step
+        its CNN map (``probs``); their dense prompts (zero-shot SAM's answer to them) do not depend on the
+        decoder being trained, so each is computed once, in one decoder call for all draws of an image,
+        the first time the image is drawn. Every step
         draws ``batch_size`` images and one prompt set of each from the pool, decodes the prompts of all
         of them in one call (:func:`samlib.decoders.decode_many`), and compares the logits for every
         prompted class with the ground truth ``targets`` ((H, W) label maps) at the original size with
@@ -374,7 +375,8 @@ class GeoSAM:
             raise InvalidInputError(
                 "The CNN finds no confident foreground of any class in the training images."
             )
-        pool = [self._prompt_pool(embedded, probs, i, prompt_pool, rng, use_dense) for i in usable]
+        pool = [self._prompt_pool(embedded, probs, i, prompt_pool, rng, dense=False) for i in usable]
+        densified = [False] * len(usable)
         pe = self.sam.prompt_encoder
         tr = ResizeLongestSide(int(self.sam.image_encoder.img_size))
         dev = self.device
@@ -382,7 +384,11 @@ class GeoSAM:
         def loss_fn(batch: np.ndarray) -> torch.Tensor:
             rows = []
             for j in batch:
-                draws = pool[int(j)]
+                j = int(j)
+                if use_dense and not densified[j]:
+                    pool[j] = self._densify(embedded, usable[j], pool[j])
+                    densified[j] = True
+                draws = pool[j]
                 pr = draws[int(rng.integers(len(draws)))]
                 if len(pr):
                     rows.append((usable[int(j)], pr))
@@ -431,7 +437,12 @@ class GeoSAM:
                                  self.fg_thresh, self.bg_thresh)  # fmt: skip
             for _ in range(size)
         ]
-        if not dense or not any(len(d) for d in draws):
+        return self._densify(embedded, index, draws) if dense else draws
+
+    @torch.no_grad()
+    def _densify(self, embedded: EmbeddedImages, index: int, draws: list[ClassPrompts]) -> list[ClassPrompts]:
+        """``draws`` of image ``index`` with their dense prompts, all in one zero-shot decoder call."""
+        if not any(len(d) for d in draws):
             return draws
         full = [d for d in draws if len(d)]
         low = self.decode(
