@@ -22,7 +22,7 @@ RESULTS_DIR ?= $(CURDIR)/_build/metrics
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter$(if $(JUPYTER_PATH),:$(JUPYTER_PATH))
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
-.PHONY: all book test lint venv clean distclean help
+.PHONY: all book test lint bench perf venv clean distclean help
 
 all: help
 
@@ -30,6 +30,8 @@ help:
 	@echo "make book   - create .venv if needed, execute every notebook, build _build/html"
 	@echo "make test   - create .venv if needed, run pytest (unit tests + smoke runs of the chapters)"
 	@echo "make lint   - ruff + mypy samlib"
+	@echo "make bench  - run the chapters of BENCH (default benchmarks/smoke.toml) into results/bench, resumably"
+	@echo "make perf   - benchmarks/perf.py --quick: samlib's fast paths as ratios against the reference"
 	@echo "make clean  - remove _build and caches (keeps .venv; 'make distclean' removes it too)"
 
 venv: $(STAMP)
@@ -50,6 +52,14 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# A benchmark: chapters x parameter grids x models from a TOML file; unchanged runs are skipped.
+BENCH ?= benchmarks/smoke.toml
+bench: $(STAMP)
+	$(BIN)/python -m samlib.bench $(BENCH)
+
+perf: $(STAMP)
+	$(BIN)/python benchmarks/perf.py --quick --json results/perf/perf-quick.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check samlib tests scripts
