@@ -58,7 +58,9 @@ def scene_image(size: int, seed: int = 0) -> np.ndarray:
     """A generated scene, resized to ``size`` px (so large rasters have real structure)."""
     import cv2
 
-    return cv2.resize(generate_scene("source", 256, seed=seed).image, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(
+        generate_scene("source", 256, seed=seed).image, (size, size), interpolation=cv2.INTER_LINEAR
+    )
 
 
 def bench_prompts(sam: torch.nn.Module, n: int, size: int, repeats: int, kind: str) -> dict:
@@ -73,7 +75,9 @@ def bench_prompts(sam: torch.nn.Module, n: int, size: int, repeats: int, kind: s
     def a() -> np.ndarray:
         if kind == "box":
             return ours.predict_batch(boxes=boxes, multimask_output=True).best()
-        return ours.predict_batch(point_coords=points, point_labels=np.ones((n, 1)), multimask_output=True).best()
+        return ours.predict_batch(
+            point_coords=points, point_labels=np.ones((n, 1)), multimask_output=True
+        ).best()
 
     def b() -> list[np.ndarray]:
         out = []
@@ -86,8 +90,13 @@ def bench_prompts(sam: torch.nn.Module, n: int, size: int, repeats: int, kind: s
         return out
 
     ta, tb = interleaved(a, b, repeats)
-    return {"what": f"{n} {kind} prompts, {size} px: predict_batch(...).best() vs {n} x Meta predict",
-            "samlib_s": ta, "reference_s": tb, "speedup": tb / ta, "goal": 3.0}  # fmt: skip
+    return {
+        "what": f"{n} {kind} prompts, {size} px: predict_batch(...).best() vs {n} x Meta predict",
+        "samlib_s": ta,
+        "reference_s": tb,
+        "speedup": tb / ta,
+        "goal": 3.0,
+    }
 
 
 def bench_one_box(sam: torch.nn.Module, size: int, repeats: int) -> dict:
@@ -97,8 +106,13 @@ def bench_one_box(sam: torch.nn.Module, size: int, repeats: int) -> dict:
     ours.set_image(image)
     box = np.array([0.3, 0.3, 0.5, 0.6]) * size
     ta, tb = interleaved(lambda: ours.predict(box=box).masks, lambda: meta.predict(box=box), repeats)
-    return {"what": f"predict, one box, {size} px raster (3 masks)", "samlib_s": ta, "reference_s": tb,
-            "speedup": tb / ta, "goal": 1.0}  # fmt: skip
+    return {
+        "what": f"predict, one box, {size} px raster (3 masks)",
+        "samlib_s": ta,
+        "reference_s": tb,
+        "speedup": tb / ta,
+        "goal": 1.0,
+    }
 
 
 def bench_amg(sam: torch.nn.Module, pps: int, repeats: int) -> dict:
@@ -112,8 +126,13 @@ def bench_amg(sam: torch.nn.Module, pps: int, repeats: int) -> dict:
         return ours.generate(image)
 
     ta, tb = interleaved(a, lambda: meta.generate(image), repeats)
-    return {"what": f"automatic masks, 256 px, {pps} points/side: samlib.amg vs SamAutomaticMaskGenerator",
-            "samlib_s": ta, "reference_s": tb, "speedup": tb / ta, "goal": 3.0}  # fmt: skip
+    return {
+        "what": f"automatic masks, 256 px, {pps} points/side: samlib.amg vs SamAutomaticMaskGenerator",
+        "samlib_s": ta,
+        "reference_s": tb,
+        "speedup": tb / ta,
+        "goal": 3.0,
+    }
 
 
 def bench_cache(sam: torch.nn.Module, size: int, repeats: int) -> dict:
@@ -130,8 +149,13 @@ def bench_cache(sam: torch.nn.Module, size: int, repeats: int) -> dict:
 
     pred.set_image(image)
     ta, tb = interleaved(hit, miss, repeats)
-    return {"what": f"embedding cache hit vs miss, {size} px", "samlib_s": ta, "reference_s": tb,
-            "speedup": tb / ta, "goal": 20.0}  # fmt: skip
+    return {
+        "what": f"embedding cache hit vs miss, {size} px",
+        "samlib_s": ta,
+        "reference_s": tb,
+        "speedup": tb / ta,
+        "goal": 20.0,
+    }
 
 
 def bench_finetune(sam: torch.nn.Module, n_images: int, batch: int, epochs: int, repeats: int) -> dict:
@@ -153,19 +177,33 @@ def bench_finetune(sam: torch.nn.Module, n_images: int, batch: int, epochs: int,
     geo = GeoSAM(sam)
     steps = max(1, n_images // batch)
     ta, te = interleaved(
-        lambda: geo.finetune(embedded, probs, targets, steps=epochs * steps, batch_size=batch, progress=False),
+        lambda: geo.finetune(
+            embedded, probs, targets, steps=epochs * steps, batch_size=batch, progress=False
+        ),
         lambda: embed_images(sam, images[: steps * batch], progress=False),
         repeats,
     )
     ta /= epochs
     pr = geo.make_prompts(embedded.subset([0]), probs[:1])[0]
     with torch.no_grad(), FlopCounterMode(display=False) as dec:
-        geo.decode(sam.mask_decoder, embedded.embeddings[:1], embedded.original_sizes[0], pr.coords, pr.labels, pr.dense)
+        geo.decode(
+            sam.mask_decoder,
+            embedded.embeddings[:1],
+            embedded.original_sizes[0],
+            pr.coords,
+            pr.labels,
+            pr.dense,
+        )
     enc = encoder_gflop(sam) * 1e9
     bound = 1 + enc / (3 * dec.get_total_flops())
-    return {"what": f"GeoSAM.finetune per epoch ({n_images} tiles, batch {batch}, {epochs} epochs): cached vs re-encoding",
-            "samlib_s": ta, "reference_s": ta + te, "speedup": (ta + te) / ta, "goal": 10.0,
-            "flop_bound": bound}  # fmt: skip
+    return {
+        "what": f"GeoSAM.finetune per epoch ({n_images} tiles, batch {batch}): cached vs re-encoding",
+        "samlib_s": ta,
+        "reference_s": ta + te,
+        "speedup": (ta + te) / ta,
+        "goal": 10.0,
+        "flop_bound": bound,
+    }
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
@@ -198,17 +236,28 @@ def bench_encoder(sam: torch.nn.Module, batches: list[int], n_images: int) -> li
         t = time.perf_counter()
         embed_images(sam, images, batch_size=bs, progress=False)
         per_s = n_images / (time.perf_counter() - t)
-        rows.append({"what": f"embed_images, batch {bs}", "images_per_s": per_s, "gflop_per_s": per_s * gflop,
-                     "matmul_ceiling_gflop_per_s": ceiling, "fraction_of_ceiling": per_s * gflop / ceiling})  # fmt: skip
+        rows.append(
+            {
+                "what": f"embed_images, batch {bs}",
+                "images_per_s": per_s,
+                "gflop_per_s": per_s * gflop,
+                "matmul_ceiling_gflop_per_s": ceiling,
+                "fraction_of_ceiling": per_s * gflop / ceiling,
+            }
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (a few minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes and fewer repeats (a few minutes)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--only", default="", help="comma-separated subset: prompts,box,amg,cache,finetune,encoder")
+    parser.add_argument(
+        "--only", default="", help="comma-separated subset: prompts,box,amg,cache,finetune,encoder"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -216,8 +265,10 @@ def main() -> None:
     only = set(filter(None, args.only.split(",")))
     sam = samlib.load_sam("teaching", device="cpu")
     load = os.getloadavg()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")  # fmt: skip
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+    )
     rows: list[dict] = []
     plan: list[tuple[str, Callable[[], object]]] = [
         ("prompts", lambda: rows.append(bench_prompts(sam, 16 if q else 64, 1024, 2 if q else 5, "box"))),
@@ -234,20 +285,36 @@ def main() -> None:
             r = rows[-1]
             if "speedup" in r:
                 ok = "meets" if r["speedup"] >= r["goal"] else "BELOW"
-                print(f"{r['what']:<90} samlib {r['samlib_s']:8.3f} s  reference {r['reference_s']:8.3f} s  "
-                      f"{r['speedup']:6.2f}x  (goal {r['goal']:.0f}x: {ok})", flush=True)  # fmt: skip
+                print(
+                    f"{r['what']:<90} samlib {r['samlib_s']:8.3f} s  reference {r['reference_s']:8.3f} s  "
+                    f"{r['speedup']:6.2f}x  (goal {r['goal']:.0f}x: {ok})",
+                    flush=True,
+                )
                 if "flop_bound" in r:
-                    print(f"{'':<90} FLOP bound on this ratio (encoder vs 3x decoder forward): {r['flop_bound']:.1f}x")
+                    print(
+                        f"{'':<90} FLOP bound on this ratio (encoder vs 3x decoder forward): "
+                        f"{r['flop_bound']:.1f}x"
+                    )
             else:
-                for r in rows[-(3 if not q else 2) :]:
-                    print(f"{r['what']:<90} {r['images_per_s']:6.2f} images/s  {r['gflop_per_s']:6.1f} GFLOP/s = "
-                          f"{100 * r['fraction_of_ceiling']:.0f} % of a 2048^3 matmul ({r['matmul_ceiling_gflop_per_s']:.0f} GFLOP/s)")  # fmt: skip
+                for r in [r for r in rows if "images_per_s" in r]:
+                    print(
+                        f"{r['what']:<90} {r['images_per_s']:6.2f} images/s  {r['gflop_per_s']:6.1f} GFLOP/s"
+                        f" = {100 * r['fraction_of_ceiling']:.0f} % of a 2048^3 matmul"
+                        f" ({r['matmul_ceiling_gflop_per_s']:.0f} GFLOP/s)"
+                    )
     load_end = os.getloadavg()
     print(f"load average at the end: {load_end[0]:.1f} {load_end[1]:.1f} {load_end[2]:.1f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                "torch": torch.__version__, "quick": q, "load_start": load, "load_end": load_end}  # fmt: skip
+        meta = {
+            "machine": platform.platform(),
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "quick": q,
+            "load_start": load,
+            "load_end": load_end,
+        }
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
 
 

@@ -60,7 +60,8 @@ class AutomaticMaskGenerator:
     ) -> None:
         if points_per_side < 1 or points_per_batch < 1:
             raise InvalidInputError(
-                f"points_per_side and points_per_batch must be >= 1, got {points_per_side}, {points_per_batch}."
+                "points_per_side and points_per_batch must be >= 1, "
+                f"got {points_per_side}, {points_per_batch}."
             )
         from segment_anything.utils.amg import build_point_grid
 
@@ -97,7 +98,9 @@ class AutomaticMaskGenerator:
             # points mapped in float64 and labels as Meta's generator does, so the decoder sees the same input
             coords = torch.as_tensor(pred.transform.apply_coords(points, (h, w)), device=pred.device)
             labels = torch.ones(coords.shape[0], dtype=torch.int, device=pred.device)
-            sparse, dense = self.sam.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=None)
+            sparse, dense = self.sam.prompt_encoder(
+                points=(coords[:, None], labels[:, None]), boxes=None, masks=None
+            )
             low, iou = self.sam.mask_decoder(
                 image_embeddings=pred.predictor.features,
                 image_pe=self.sam.prompt_encoder.get_dense_pe(),
@@ -111,7 +114,9 @@ class AutomaticMaskGenerator:
             inter = (low > t + off).flatten(2).sum(-1)
             union = (low > t - off).flatten(2).sum(-1)
             rough = inter / union.clamp(min=1)
-            candidates = (iou > self.pred_iou_thresh) & (rough >= self.stability_score_thresh - self.stability_slack)
+            candidates = (iou > self.pred_iou_thresh) & (
+                rough >= self.stability_score_thresh - self.stability_slack
+            )
             for b, k in torch.nonzero(candidates).tolist():
                 win = upsampler.window(b, k, t - off)
                 if win is None:

@@ -29,11 +29,11 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from tqdm.auto import tqdm
 
 from samlib.errors import InvalidInputError
@@ -218,9 +218,13 @@ def write_table(bench_dir: Path, records: list[dict[str, Any]]) -> Path:
     rows = []
     for rec in records:
         row = {
-            "run": rec["run_id"], "model": rec["model"], "parameters": json.dumps(rec["parameters"], sort_keys=True),
-            "status": rec["status"], "wall_time_s": f"{rec['wall_time_s']:.1f}", "peak_rss_mb": f"{rec['peak_rss_mb']:.0f}",
-        }  # fmt: skip
+            "run": rec["run_id"],
+            "model": rec["model"],
+            "parameters": json.dumps(rec["parameters"], sort_keys=True),
+            "status": rec["status"],
+            "wall_time_s": f"{rec['wall_time_s']:.1f}",
+            "peak_rss_mb": f"{rec['peak_rss_mb']:.0f}",
+        }
         metrics = bench_dir / rec["run_id"] / "metrics.json"
         if rec["status"] == "ok" and metrics.is_file():
             for method, values in json.loads(metrics.read_text()).get("results", {}).items():

@@ -95,7 +95,7 @@ class EmbeddingCache:
         ``xxhash``: sha1 of all bytes (~10x slower; faster here than blake2b thanks to SHA instructions).
         """
         head = f"{image.shape}{image.dtype}".encode()
-        data = memoryview(np.ascontiguousarray(image)).cast("B")
+        data = np.ascontiguousarray(image).data.cast("B")
         try:
             import xxhash
         except ImportError:
@@ -164,7 +164,9 @@ def _window_stage(
     if fy == fx == 1:
         up = sub
     else:
-        up = F.interpolate(sub[None, None], ((r1 - r0) * fy, (c1 - c0) * fx), mode="bilinear", align_corners=False)[0, 0]
+        up = F.interpolate(
+            sub[None, None], ((r1 - r0) * fy, (c1 - c0) * fx), mode="bilinear", align_corners=False
+        )[0, 0]
     # output pixels within factor/2 of a cut (not the array's own) edge read a clamped neighbour: not exact
     ty0 = r0 * fy + (0 if r0 == 0 else fy // 2)
     tx0 = c0 * fx + (0 if c0 == 0 else fx // 2)
@@ -216,7 +218,10 @@ class MaskUpsampler:
 
     def _full(self, b: int, k: int) -> torch.Tensor:
         x = F.interpolate(
-            self.low_res[b : b + 1, k : k + 1], (self.img_size, self.img_size), mode="bilinear", align_corners=False
+            self.low_res[b : b + 1, k : k + 1],
+            (self.img_size, self.img_size),
+            mode="bilinear",
+            align_corners=False,
         )
         x = x[..., : self.input_size[0], : self.input_size[1]]
         return F.interpolate(x, self.original_size, mode="bilinear", align_corners=False)[0, 0]
@@ -236,7 +241,9 @@ class MaskUpsampler:
             f1 = self.img_size // low.shape[0]
             fy = self.original_size[0] // self.input_size[0]
             fx = self.original_size[1] // self.input_size[1]
-            state = _window_stage(state, (low.shape[0], low.shape[1]), (f1, f1), self.input_size, threshold)
+            state = _window_stage(
+                (0, 0, low), (low.shape[0], low.shape[1]), (f1, f1), self.input_size, threshold
+            )
             if state is not None:
                 state = _window_stage(state, self.input_size, (fy, fx), self.original_size, threshold)
         if state is None or not self.windowed:  # not exact by windows: the whole image, as Meta does
@@ -289,7 +296,9 @@ class Prediction:
     def masks(self) -> np.ndarray:
         if self._masks is None:
             assert self._upsampler is not None
-            b, k = np.meshgrid(np.arange(self.scores.shape[0]), np.arange(self.scores.shape[1]), indexing="ij")
+            b, k = np.meshgrid(
+                np.arange(self.scores.shape[0]), np.arange(self.scores.shape[1]), indexing="ij"
+            )
             flat = self._upsampler.masks(b.ravel(), k.ravel(), self._threshold)
             self._masks = flat.reshape(*self.scores.shape, *flat.shape[1:])
         return self._masks

@@ -40,14 +40,18 @@ def test_grid_runs_then_skips_when_unchanged(tmp_path: Path) -> None:
     assert len(load_benchmark(spec)[1]) == 2
     first = run_benchmark(spec, tmp_path / "out", progress=False)
     assert [r["status"] for r in first] == ["ok", "ok"] and not any(r["skipped"] for r in first)
-    values = [json.loads((tmp_path / "out" / "grid" / r["run_id"] / "metrics.json").read_text()) for r in first]
+    values = [
+        json.loads((tmp_path / "out" / "grid" / r["run_id"] / "metrics.json").read_text()) for r in first
+    ]
     assert [v["results"]["double"]["value"] for v in values] == [2.0, 6.0]
     assert all(r["checkpoint_sha256"] not in ("", "missing") and r["wall_time_s"] > 0 for r in first)
     table = (tmp_path / "out" / "grid" / "table.md").read_text()
     assert "double.value" in table and "| 6 |" in table
     second = run_benchmark(spec, tmp_path / "out", progress=False)
     assert all(r["skipped"] for r in second)
-    (tmp_path / "tiny.ipynb").write_text((tmp_path / "tiny.ipynb").read_text().replace("2.0 * x", "2.0 * x + 0"))
+    (tmp_path / "tiny.ipynb").write_text(
+        (tmp_path / "tiny.ipynb").read_text().replace("2.0 * x", "2.0 * x + 0")
+    )
     third = run_benchmark(spec, tmp_path / "out", progress=False)  # the notebook changed: both run again
     assert not any(r["skipped"] for r in third)
 

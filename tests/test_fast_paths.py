@@ -128,7 +128,9 @@ def test_decode_many_equals_one_decoder_call_per_image(tiny_sam: Sam) -> None:
         many, _ = decode_many(tiny_sam.mask_decoder, emb[owner], pe.get_dense_pe(), sparse, dense)
         for i in range(3):
             rows = owner == i
-            one, _ = tiny_sam.mask_decoder(emb[i : i + 1], pe.get_dense_pe(), sparse[rows], dense[rows], False)
+            one, _ = tiny_sam.mask_decoder(
+                emb[i : i + 1], pe.get_dense_pe(), sparse[rows], dense[rows], False
+            )
             torch.testing.assert_close(many[rows], one, rtol=1e-4, atol=1e-5)
 
 

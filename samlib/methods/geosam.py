@@ -398,7 +398,9 @@ class GeoSAM:
             points = None
             if use_sparse:
                 coords = [
-                    tr.apply_coords_torch(torch.as_tensor(pr.coords, dtype=torch.float32), embedded.original_sizes[i])
+                    tr.apply_coords_torch(
+                        torch.as_tensor(pr.coords, dtype=torch.float32), embedded.original_sizes[i]
+                    )
                     for i, pr in rows
                 ]
                 labels = [torch.as_tensor(pr.labels, dtype=torch.int64) for _, pr in rows]
@@ -433,8 +435,9 @@ class GeoSAM:
         """``size`` draws of sparse prompts for image ``index``, with their dense prompts if ``dense``
         (zero-shot SAM's logits for all draws in one decoder call)."""
         draws = [
-            sample_class_prompts(probs[index], self.class_ids, self.n_fg, self.n_bg, rng,
-                                 self.fg_thresh, self.bg_thresh)  # fmt: skip
+            sample_class_prompts(
+                probs[index], self.class_ids, self.n_fg, self.n_bg, rng, self.fg_thresh, self.bg_thresh
+            )  # fmt: skip
             for _ in range(size)
         ]
         return self._densify(embedded, index, draws) if dense else draws
