@@ -33,7 +33,7 @@ HTML_MANAGER_VERSION := 1.0.15
 REQUIREJS_VERSION := 2.3.8
 VENDOR_STAMP := $(VENDOR)/.mathjax-$(MATHJAX_VERSION)-widgets-$(HTML_MANAGER_VERSION)-require-$(REQUIREJS_VERSION)
 
-.PHONY: all book browser-check test lint venv vendor clean distclean help
+.PHONY: all book browser-check test lint bench perf venv vendor clean distclean help
 
 all: help
 
@@ -42,6 +42,8 @@ help:
 	@echo "make test   - create .venv if needed, run pytest (unit tests + smoke runs of the chapters)"
 	@echo "make browser-check - open every built page in headless Chromium, offline (after make book)"
 	@echo "make lint   - ruff + mypy samlib"
+	@echo "make bench  - run the chapters of BENCH (default benchmarks/smoke.toml) into results/bench, resumably"
+	@echo "make perf   - benchmarks/perf.py --quick: samlib's fast paths as ratios against the reference"
 	@echo "make clean  - remove _build and caches (keeps .venv; 'make distclean' removes it too)"
 
 venv: $(STAMP)
@@ -88,6 +90,14 @@ browser-check: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# A benchmark: chapters x parameter grids x models from a TOML file; unchanged runs are skipped.
+BENCH ?= benchmarks/smoke.toml
+bench: $(STAMP)
+	$(BIN)/python -m samlib.bench $(BENCH)
+
+perf: $(STAMP)
+	$(BIN)/python benchmarks/perf.py --quick --json results/perf/perf-quick.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check samlib tests scripts

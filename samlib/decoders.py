@@ -35,6 +35,7 @@ from samlib.training import fit
 from samlib.utils import resolve_device
 
 __all__ = [
+    "decode_many",
     "DomainDecoder",
     "PromptlessSamDecoder",
     "predict_masks",
@@ -367,3 +368,47 @@ def predict_masks(
                 prob = torch.sigmoid(full).numpy()
                 out.append(prob if return_probs else prob > threshold)
     return out
+
+
+def decode_many(
+    decoder: MaskDecoder,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    dense_prompt_embeddings: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One mask per prompt (``multimask_output=False``) for prompts on *different* images, in one call.
+
+    ``MaskDecoder.forward`` repeats one image embedding for all its prompts; this runs the same layers
+    on one embedding per prompt, so a training step can decode the prompts of several images at once.
+
+    Arguments:
+      decoder (MaskDecoder): a SAM mask decoder (e.g. :func:`trainable_decoder`).
+      image_embeddings (torch.Tensor): (B, C, h, w), the embedding of each prompt's image.
+      image_pe (torch.Tensor): (1, C, h, w) positional encoding (``prompt_encoder.get_dense_pe()``).
+      sparse_prompt_embeddings (torch.Tensor): (B, T, C).
+      dense_prompt_embeddings (torch.Tensor): (B, C, h, w).
+
+    Returns:
+      (tuple[torch.Tensor, torch.Tensor]): low-res logits (B, 1, 4h, 4w) and predicted IoU (B, 1).
+    """
+    b = sparse_prompt_embeddings.shape[0]
+    if image_embeddings.shape[0] != b or dense_prompt_embeddings.shape[0] != b:
+        raise InvalidInputError(
+            f"need one image embedding and one dense prompt per prompt: got {image_embeddings.shape[0]}, "
+            f"{dense_prompt_embeddings.shape[0]} for {b} prompts."
+        )
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings), dim=1)
+    src = image_embeddings + dense_prompt_embeddings
+    _, c, h, w = src.shape
+    hs, src = decoder.transformer(src, image_pe.expand(b, -1, -1, -1), tokens)
+    mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
+    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
+    )
+    _, c2, h2, w2 = upscaled.shape
+    masks = (hyper_in @ upscaled.reshape(b, c2, h2 * w2)).reshape(b, -1, h2, w2)
+    iou_pred = decoder.iou_prediction_head(hs[:, 0, :])
+    return masks[:, :1], iou_pred[:, :1]

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
@@ -31,6 +32,7 @@ from samlib.utils import as_uint8_rgb
 __all__ = [
     "CachedEmbedding",
     "EmbeddingCache",
+    "MaskUpsampler",
     "Prediction",
     "PromptPredictor",
     "encoder_fingerprint",
@@ -85,10 +87,25 @@ class EmbeddingCache:
 
     @staticmethod
     def image_key(image: np.ndarray) -> str:
-        """sha1 of an image's shape, dtype and bytes."""
-        digest = hashlib.sha1(f"{image.shape}{image.dtype}".encode())
-        digest.update(np.ascontiguousarray(image).tobytes())
-        return digest.hexdigest()
+        """A digest of an image's shape, dtype and every byte, cheap enough for 8192 px rasters.
+
+        With ``xxhash`` installed: XXH3-128 of all bytes (~10 GB/s, no copy of a contiguous array). A
+        128-bit non-cryptographic hash has no practical accidental collisions (about 2**-64 for 2**32
+        distinct images); it is not meant to resist images crafted to collide, which a cache of one's own
+        images does not need. Every byte is read, so a one-pixel edit always changes the key. Without
+        ``xxhash``: sha1 of all bytes (~10x slower; faster here than blake2b thanks to SHA instructions).
+        """
+        head = f"{image.shape}{image.dtype}".encode()
+        data = np.ascontiguousarray(image).data.cast("B")
+        try:
+            import xxhash
+        except ImportError:
+            digest = hashlib.sha1(head)
+            digest.update(data)
+            return digest.hexdigest()
+        fast = xxhash.xxh3_128(head)
+        fast.update(data)
+        return fast.hexdigest()
 
     def get(self, key: tuple[str, ...]) -> CachedEmbedding | None:
         entry = self._store.get(key)
@@ -115,9 +132,143 @@ class EmbeddingCache:
         return key in self._store
 
 
-@dataclass
+def _power_of_two_ratio(big: int, small: int) -> bool:
+    """True if ``big / small`` is 1, 2, 4, 8, ...: bilinear weights are then exact in float32."""
+    return small > 0 and big % small == 0 and (big // small) & (big // small - 1) == 0
+
+
+def _window_stage(
+    state: tuple[int, int, torch.Tensor],
+    size_in: tuple[int, int],
+    factors: tuple[int, int],
+    crop: tuple[int, int],
+    threshold: float,
+) -> tuple[int, int, torch.Tensor] | None:
+    """One bilinear upscaling by integer power-of-two ``factors`` of an array of ``size_in``, of which
+    ``state`` = (row, col, values) holds an exact window (outside it, every value is <= threshold), then
+    cropped to ``crop``. Returns the new exact window, or None when the input window lacks the margin
+    the interpolation needs (the caller then interpolates the whole array)."""
+    y0, x0, vals = state
+    above = vals > threshold
+    rows = torch.nonzero(above.any(1)).flatten()
+    cols = torch.nonzero(above.any(0)).flatten()
+    if rows.numel() == 0:
+        return None
+    # 2 input pixels of margin: every output pixel that reads an input above threshold, plus the margin
+    # the next stage needs, lies in the exact part of the output
+    r0, r1 = max(y0 + int(rows[0]) - 2, 0), min(y0 + int(rows[-1]) + 3, size_in[0])
+    c0, c1 = max(x0 + int(cols[0]) - 2, 0), min(x0 + int(cols[-1]) + 3, size_in[1])
+    if r0 < y0 or c0 < x0 or r1 > y0 + vals.shape[0] or c1 > x0 + vals.shape[1]:
+        return None
+    sub = vals[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0]
+    fy, fx = factors
+    if fy == fx == 1:
+        up = sub
+    else:
+        up = F.interpolate(
+            sub[None, None], ((r1 - r0) * fy, (c1 - c0) * fx), mode="bilinear", align_corners=False
+        )[0, 0]
+    # output pixels within factor/2 of a cut (not the array's own) edge read a clamped neighbour: not exact
+    ty0 = r0 * fy + (0 if r0 == 0 else fy // 2)
+    tx0 = c0 * fx + (0 if c0 == 0 else fx // 2)
+    ty1 = min(r1 * fy - (0 if r1 == size_in[0] else fy // 2), crop[0])
+    tx1 = min(c1 * fx - (0 if c1 == size_in[1] else fx // 2), crop[1])
+    if ty1 <= ty0 or tx1 <= tx0:
+        return None
+    return ty0, tx0, up[ty0 - r0 * fy : ty1 - r0 * fy, tx0 - c0 * fx : tx1 - c0 * fx]
+
+
+class MaskUpsampler:
+    """Upscale selected low-res logits to the original image exactly as ``Sam.postprocess_masks`` does.
+
+    Meta's predictor upsamples every mask of a batch in float32 to the full image (twice: to the encoder's
+    square input, then to the original size), although most of it is far from the object. Bilinear
+    interpolation is a convex combination of at most four inputs, so a pixel can exceed ``threshold`` only
+    next to a low-res logit that does. :meth:`window` therefore interpolates only the bounding box of
+    the low-res logits above ``threshold`` plus a margin, and returns the logits there: everything
+    outside is <= ``threshold``. When both scale factors are powers of two (SAM's 4x to the square
+    input; an original image 1x, 2x, 4x ... its resized input), a window shifted by whole low-res pixels
+    gets bit-identical interpolation weights, so the values equal Meta's; otherwise the full image is
+    interpolated (still only for the masks asked for).
+
+    Arguments:
+      low_res (torch.Tensor): (B, K, h, w) float32 logits on the CPU.
+      img_size (int): the encoder's square input size.
+      input_size (tuple[int, int]): (H', W') of the resized image inside the square.
+      original_size (tuple[int, int]): (H, W) of the image as given.
+    """
+
+    def __init__(
+        self,
+        low_res: torch.Tensor,
+        img_size: int,
+        input_size: tuple[int, int],
+        original_size: tuple[int, int],
+    ) -> None:
+        self.low_res = low_res.float().cpu()
+        self.img_size = int(img_size)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.original_size = (int(original_size[0]), int(original_size[1]))
+        h, w = self.low_res.shape[-2:]
+        self.windowed = (
+            h == w
+            and _power_of_two_ratio(self.img_size, int(h))
+            and _power_of_two_ratio(self.original_size[0], self.input_size[0])
+            and _power_of_two_ratio(self.original_size[1], self.input_size[1])
+        )
+
+    def _full(self, b: int, k: int) -> torch.Tensor:
+        x = F.interpolate(
+            self.low_res[b : b + 1, k : k + 1],
+            (self.img_size, self.img_size),
+            mode="bilinear",
+            align_corners=False,
+        )
+        x = x[..., : self.input_size[0], : self.input_size[1]]
+        return F.interpolate(x, self.original_size, mode="bilinear", align_corners=False)[0, 0]
+
+    def window(self, b: int, k: int, threshold: float) -> tuple[slice, slice, torch.Tensor] | None:
+        """Logits of mask (b, k) at the original size inside a window outside which all are <= threshold.
+
+        Returns:
+          (tuple[slice, slice, torch.Tensor] | None): row and column slices of the original image and the
+            (rows, cols) logits there, or None if no logit exceeds ``threshold``.
+        """
+        low = self.low_res[b, k]
+        if not bool((low > threshold).any()):
+            return None
+        state: tuple[int, int, torch.Tensor] | None = (0, 0, low)
+        if self.windowed:
+            f1 = self.img_size // low.shape[0]
+            fy = self.original_size[0] // self.input_size[0]
+            fx = self.original_size[1] // self.input_size[1]
+            state = _window_stage(
+                (0, 0, low), (low.shape[0], low.shape[1]), (f1, f1), self.input_size, threshold
+            )
+            if state is not None:
+                state = _window_stage(state, self.input_size, (fy, fx), self.original_size, threshold)
+        if state is None or not self.windowed:  # not exact by windows: the whole image, as Meta does
+            full = self._full(b, k)
+            return slice(0, full.shape[0]), slice(0, full.shape[1]), full
+        y0, x0, vals = state
+        return slice(y0, y0 + vals.shape[0]), slice(x0, x0 + vals.shape[1]), vals
+
+    def masks(self, b_idx: np.ndarray, k_idx: np.ndarray, threshold: float) -> np.ndarray:
+        """Binary masks (logits > threshold) of the pairs (b_idx[i], k_idx[i]): bool (n, H, W)."""
+        out = np.zeros((len(b_idx), *self.original_size), dtype=bool)
+        for i, (b, k) in enumerate(zip(b_idx, k_idx, strict=True)):
+            win = self.window(int(b), int(k), threshold)
+            if win is not None:
+                rows, cols, logits = win
+                out[i, rows, cols] = (logits > threshold).numpy()
+        return out
+
+
 class Prediction:
     """Masks predicted for one prompt (shapes without B) or a batch of prompts (shapes with B).
+
+    Masks are computed from the low-res logits only when first asked for (:attr:`masks`), and
+    :meth:`best` upsamples only the best mask of each prompt.
 
     Attributes:
       masks (np.ndarray): bool, (K, H, W) or (B, K, H, W), at the original image size.
@@ -126,9 +277,32 @@ class Prediction:
         official SAM); can be passed back as ``mask_input``.
     """
 
-    masks: np.ndarray
-    scores: np.ndarray
-    low_res_logits: np.ndarray
+    def __init__(
+        self,
+        masks: np.ndarray | None,
+        scores: np.ndarray,
+        low_res_logits: np.ndarray,
+        upsampler: MaskUpsampler | None = None,
+        threshold: float = 0.0,
+    ) -> None:
+        if masks is None and upsampler is None:
+            raise InvalidInputError("Prediction needs masks or an upsampler to compute them.")
+        self._masks = masks
+        self.scores = scores
+        self.low_res_logits = low_res_logits
+        self._upsampler = upsampler
+        self._threshold = float(threshold)
+
+    @property
+    def masks(self) -> np.ndarray:
+        if self._masks is None:
+            assert self._upsampler is not None
+            b, k = np.meshgrid(
+                np.arange(self.scores.shape[0]), np.arange(self.scores.shape[1]), indexing="ij"
+            )
+            flat = self._upsampler.masks(b.ravel(), k.ravel(), self._threshold)
+            self._masks = flat.reshape(*self.scores.shape, *flat.shape[1:])
+        return self._masks
 
     def best_index(self) -> np.ndarray:
         """Index of the highest-scoring mask: a 0-d array, or (B,) for a batch."""
@@ -137,6 +311,8 @@ class Prediction:
     def best(self) -> np.ndarray:
         """The highest-scoring mask: (H, W), or (B, H, W) for a batch."""
         idx = self.best_index()
+        if self._masks is None and self._upsampler is not None:
+            return self._upsampler.masks(np.arange(len(idx)), idx, self._threshold)
         if self.masks.ndim == 3:
             return self.masks[int(idx)]
         return self.masks[np.arange(self.masks.shape[0]), idx]
@@ -305,7 +481,9 @@ class PromptPredictor:
           multimask_output (bool): K=3 masks per prompt if True, else K=1.
 
         Returns:
-          (Prediction): masks (B, K, H, W), scores (B, K), low_res_logits (B, K, h, w).
+          (Prediction): masks (B, K, H, W), scores (B, K), low_res_logits (B, K, h, w). The masks are
+            upsampled from the low-res logits on first access (:meth:`Prediction.best` upsamples only the
+            best mask of each prompt), exactly as ``SamPredictor`` does (:class:`MaskUpsampler`).
         """
         self._require_image()
         height, width = (int(v) for v in self.predictor.original_size)
@@ -365,26 +543,31 @@ class PromptPredictor:
                     f"prompt(s) {padding_only[:10].tolist()} have only padding points (label -1) and no box "
                     "or mask_input: they ask for nothing. Give each prompt a point labelled 1 or 0, or a box."
                 )
-        k = 3 if multimask_output else 1
-        chunk = _prompts_per_chunk(n_prompts, k, height, width)
-        masks = np.empty((n_prompts, k, height, width), dtype=bool)
-        scores_out, low_out = [], []
+        _check_mask_budget(n_prompts, 3 if multimask_output else 1, height, width)
         with torch.inference_mode():
-            for lo in range(0, n_prompts, chunk):
-                sl = slice(lo, lo + chunk)
-                part, scores, low_res = self.predictor.predict_torch(
-                    None if coords_t is None else coords_t[sl],
-                    None if labels_t is None else labels_t[sl],
-                    None if boxes_t is None else boxes_t[sl],
-                    None if masks_t is None else masks_t[sl],
-                    multimask_output=multimask_output,
-                )
-                masks[sl] = part.cpu().numpy()
-                del part  # the float upsampling of the next chunk may re-use its memory
-                scores_out.append(scores.float().cpu().numpy())
-                low_out.append(low_res.float().cpu().numpy())
+            # Meta's predict_torch without its postprocess_masks: masks are upsampled when asked for
+            points = None if coords_t is None else (coords_t, labels_t)
+            sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes_t, masks=masks_t)
+            low_res, scores = self.sam.mask_decoder(
+                image_embeddings=self.predictor.features,
+                image_pe=self.sam.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
+            low_res = low_res.float().cpu()
+        upsampler = MaskUpsampler(
+            low_res,
+            int(self.sam.image_encoder.img_size),
+            tuple(self.predictor.input_size),  # type: ignore[arg-type]
+            tuple(self.predictor.original_size),  # type: ignore[arg-type]
+        )
         return Prediction(
-            masks=masks, scores=np.concatenate(scores_out), low_res_logits=np.concatenate(low_out)
+            None,
+            scores.float().cpu().numpy(),
+            low_res.numpy(),
+            upsampler=upsampler,
+            threshold=float(self.sam.mask_threshold),
         )
 
 
@@ -400,10 +583,9 @@ POINT_TOLERANCE_PX = 0.5
 
 MAX_MASK_BYTES = 8 << 30
 """Refuse a prompt batch whose boolean masks at full image size would exceed this (env
-``SAMLIB_MAX_MASK_BYTES`` overrides); the float upsampling behind them is done a few prompts at a
-time (:data:`UPSAMPLE_CHUNK_BYTES`), so peak memory stays near the size of the answer."""
-
-UPSAMPLE_CHUNK_BYTES = 512 << 20
+``SAMLIB_MAX_MASK_BYTES`` overrides). The float upsampling behind them is done one mask at a time, and
+only inside each mask's window (:class:`MaskUpsampler`), so peak memory stays near the size of the
+answer."""
 
 
 def _as_label_array(labels: Any) -> np.ndarray:
@@ -465,7 +647,8 @@ def _check_boxes(b: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(b, 0, np.array([width, height, width, height], np.float32))
 
 
-def _prompts_per_chunk(n_prompts: int, k: int, height: int, width: int) -> int:
+def _check_mask_budget(n_prompts: int, k: int, height: int, width: int) -> None:
+    """Refuse a batch whose boolean masks would exceed :data:`MAX_MASK_BYTES` if all were asked for."""
     per_prompt = k * height * width  # bytes of bool masks for one prompt
     limit = _max_mask_bytes()
     if n_prompts * per_prompt > limit:
@@ -475,7 +658,6 @@ def _prompts_per_chunk(n_prompts: int, k: int, height: int, width: int) -> int:
             "SAMLIB_MAX_MASK_BYTES). Prompt fewer at a time, use multimask_output=False, or work on "
             "tiles (samlib.tiling)."
         )
-    return max(1, min(n_prompts, UPSAMPLE_CHUNK_BYTES // (4 * per_prompt)))
 
 
 def _max_mask_bytes() -> int:
