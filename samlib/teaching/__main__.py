@@ -38,6 +38,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     tr.add_argument(
         "--global-attn", type=int, nargs="*", default=[], help="encoder blocks with global attention"
     )
+    tr.add_argument(
+        "--photo-ratio",
+        type=float,
+        default=TrainSettings.photo_ratio,
+        help="share of each batch drawn from real photos (natural/ and camvid/train)",
+    )
+    tr.add_argument(
+        "--data-root", default="", help="folder holding natural/ and camvid/ (default: SAMLIB_DATA)"
+    )
+    tr.add_argument("--checkpoint-every", type=int, default=TrainSettings.checkpoint_every)
     tr.add_argument("--no-resume", action="store_true")
     tr.add_argument("--device", default=None)
     ev = sub.add_parser("eval", help="evaluate a checkpoint (default: the shipped one)")
@@ -64,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         balance_steps = 0 if args.init else TrainSettings.balance_decay_steps
         settings = TrainSettings(seed=args.seed, steps=args.steps, minutes=args.minutes, threads=args.threads,
                                  batch_images=args.batch_images, lr=args.lr, warmup_steps=args.warmup_steps,
-                                 init_from=args.init, config=config,
+                                 init_from=args.init, config=config, photo_ratio=args.photo_ratio,
+                                 data_root=args.data_root, checkpoint_every=args.checkpoint_every,
                                  balance_decay_steps=balance_steps)  # fmt: skip
         train(settings, args.out, resume=not args.no_resume, device=args.device)
     elif args.cmd == "eval":
