@@ -12,7 +12,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from samlib.teaching.evaluate import evaluate
+import torch
+
+from samlib.teaching.evaluate import EVAL_SECTIONS, evaluate
 from samlib.teaching.model import TEACHING_CHECKPOINT, TeachingConfig, load_teaching_sam
 from samlib.teaching.train import TrainSettings, export, train
 
@@ -62,6 +64,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=0,
         help="start of the held-out scene range (another set: e.g. 1000)",
     )
+    ev.add_argument(
+        "--sections",
+        nargs="+",
+        default=["source", "targets", "real"],
+        choices=EVAL_SECTIONS,
+        help="parts of the report to run (photos: held-out real photos; remote: zero-shot remote sensing)",
+    )
+    ev.add_argument("--n-photos", type=int, default=20, help="held-out photos per real-photo set")
+    ev.add_argument("--n-remote", type=int, default=10, help="images per remote-sensing set")
+    ev.add_argument("--max-instances", type=int, default=20, help="instances per remote-sensing image")
+    ev.add_argument("--zoom-margin", type=float, default=0.5)
+    ev.add_argument("--zoom-min-crop", type=int, default=64)
+    ev.add_argument("--threads", type=int, default=0)
     ex = sub.add_parser("export", help="write the fp16 shipped checkpoint from a training checkpoint")
     ex.add_argument("training_checkpoint")
     ex.add_argument("--dest", default=str(TEACHING_CHECKPOINT))
@@ -79,8 +94,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                                  balance_decay_steps=balance_steps)  # fmt: skip
         train(settings, args.out, resume=not args.no_resume, device=args.device)
     elif args.cmd == "eval":
+        if args.threads:
+            torch.set_num_threads(args.threads)
         sam = load_teaching_sam(args.checkpoint)
-        report = evaluate(sam, args.n, args.n_targets, args.data_root, args.first_scene)
+        report = evaluate(sam, args.n, args.n_targets, args.data_root, args.first_scene, args.sections,
+                          args.n_photos, args.n_remote, args.max_instances, args.zoom_margin,
+                          args.zoom_min_crop)  # fmt: skip
         text = json.dumps(report, indent=2)
         print(text)
         if args.json:
