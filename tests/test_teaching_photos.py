@@ -222,3 +222,44 @@ def test_non_finite_loss_stops_training(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(tt.TrainingDivergedError, match="nan at step 1"):
         tt.train(_settings(steps=3, checkpoint_every=1), out, resume=False)
     assert not out.exists()  # nothing broken was saved
+
+
+def test_photo_eval_scores_every_held_out_set(fake_root: Path, tiny_sam_factory) -> None:  # type: ignore[no-untyped-def]
+    from samlib.teaching import evaluate as te
+
+    sam = tiny_sam_factory()
+    report = te.evaluate_photos(sam, fake_root, n_photos=2)
+    assert set(report) == {*tp.PHOTO_SETS, "mean"}
+    for name in tp.PHOTO_SETS:
+        r = report[name]
+        assert r["instances"] >= 1
+        for k in ("box_iou", "point_iou", "points3_iou", "box_baseline_iou"):
+            assert 0.0 <= r[k] <= 1.0, (name, k, r[k])
+    assert report["mean"]["box_iou"] == pytest.approx(np.mean([report[n]["box_iou"] for n in tp.PHOTO_SETS]))
+
+
+def test_remote_eval_scores_boxes_whole_and_zoomed(tmp_path: Path, tiny_sam_factory) -> None:  # type: ignore[no-untyped-def]
+    from samlib.teaching import evaluate as te
+
+    root = tmp_path / "data"
+    b = root / "buildings-spacenet-rio"
+    _save_rgb(b / "images/t0.tif", 120, 160, 0)
+    m = np.zeros((120, 160), np.uint8)
+    m[10:20, 10:22], m[60:100, 90:150] = 255, 255
+    _save_index(b / "masks/t0.tif", m)
+    pits = root / "mars-pits/test"
+    _save_rgb(pits / "images/p0.jpg", 90, 90, 1)
+    (pits / "labels").mkdir(parents=True)
+    (pits / "labels/p0.txt").write_text("0 0.5 0.5 0.2 0.3\n1 0.2 0.2 0.1 0.1\n")
+    report = te.evaluate_remote(tiny_sam_factory(), root, n_images=1, max_instances=5, zoom_min_crop=32)
+    assert set(report) == {"buildings-spacenet-rio", "mars-pits"}  # missing sets are skipped
+    r = report["buildings-spacenet-rio"]
+    assert r["instances"] == 2
+    for k in ("box_iou", "box_iou_zoom", "box_baseline_iou"):
+        assert 0.0 <= r[k] <= 1.0
+    assert r["box_baseline_iou"] == pytest.approx(1.0)  # rectangles: the filled box is exact
+    p = report["mars-pits"]
+    assert p["instances"] == 2
+    assert p["ellipse_baseline_iou"] == pytest.approx(np.pi / 4, abs=0.08)
+    for k in ("nonempty_share", "fill_ratio", "ellipse_iou", "nonempty_share_zoom", "fill_ratio_zoom"):
+        assert 0.0 <= p[k] <= 1.0

@@ -232,7 +232,8 @@ def evaluate_photos(
         out[name] = evaluate_scenes(sam, scenes, desc=f"eval {name}", total=len(scenes))
     if out:
         keys = [k for k in next(iter(out.values())) if k != "instances"]
-        out["mean"] = {k: float(np.nanmean([r[k] for r in out.values()])) for k in keys}
+        finite = {k: [r[k] for r in out.values() if np.isfinite(r[k])] for k in keys}
+        out["mean"] = {k: float(np.mean(v)) if v else float("nan") for k, v in finite.items()}
     return out
 
 
