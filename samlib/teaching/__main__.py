@@ -100,6 +100,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         report = evaluate(sam, args.n, args.n_targets, args.data_root, args.first_scene, args.sections,
                           args.n_photos, args.n_remote, args.max_instances, args.zoom_margin,
                           args.zoom_min_crop)  # fmt: skip
+        report["settings"] = {
+            "checkpoint": args.checkpoint or "shipped",
+            "sections": args.sections,
+            "source_scenes": args.n,
+            "target_scenes": args.n_targets,
+            "first_scene": args.first_scene,
+            "n_photos": args.n_photos,
+            "n_remote": args.n_remote,
+            "max_instances": args.max_instances,
+            "zoom_margin": args.zoom_margin,
+            "zoom_min_crop": args.zoom_min_crop,
+        }
         text = json.dumps(report, indent=2)
         print(text)
         if args.json:
