@@ -6,9 +6,11 @@ ambiguous single clicks, a mask loss plus an MSE loss on the predicted IoU, Adam
 cosine decay. The mask loss is BCE that up-weights object pixels early and relaxes to plain BCE, plus
 dice: SAM's 20:1 focal + dice collapsed to all-background at this scale.
 
-The model is pretrained only on the generated ``source`` domain of :mod:`samlib.scenes`, never on the
-chapters' target domains, so it reproduces the situation the papers start from: a promptable segmenter
-that works on "everyday" images and struggles on remote sensing. Command line: ``python -m
+The model is pretrained on the generated ``source`` domain of :mod:`samlib.scenes` and, with
+``photo_ratio`` > 0, on real photographs with human masks (:mod:`samlib.teaching.photos`: BSDS500, COCO,
+DAVIS, CamVid), never on the chapters' target domains or any remote-sensing set, so it reproduces the
+situation the papers start from: a promptable segmenter that works on "everyday" images and struggles
+on remote sensing. Command line: ``python -m
 samlib.teaching train|eval|export`` (:mod:`samlib.teaching.__main__`).
 """
 
