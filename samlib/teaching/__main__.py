@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from samlib.teaching.evaluate import evaluate
+import torch
+
+from samlib.teaching.evaluate import EVAL_SECTIONS, evaluate
 from samlib.teaching.model import TEACHING_CHECKPOINT, TeachingConfig, config_from_dict, load_teaching_sam
 from samlib.teaching.train import TrainSettings, export, train
 
@@ -41,6 +43,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--global-attn", type=int, nargs="*", default=[], help="encoder blocks with global attention"
     )
     tr.add_argument(
+        "--photo-ratio",
+        type=float,
+        default=TrainSettings.photo_ratio,
+        help="share of each batch drawn from real photos (natural/ and camvid/train)",
+    )
+    tr.add_argument(
+        "--data-root", default="", help="folder holding natural/ and camvid/ (default: SAMLIB_DATA)"
+    )
+    tr.add_argument(
         "--checkpoint-every", type=int, default=TrainSettings.checkpoint_every, help="steps between saves"
     )
     tr.add_argument("--pool-size", type=int, default=TrainSettings.pool_size, help="scenes kept in memory")
@@ -58,6 +69,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=0,
         help="start of the held-out scene range (another set: e.g. 1000)",
     )
+    ev.add_argument(
+        "--sections",
+        nargs="+",
+        default=["source", "targets", "real"],
+        choices=EVAL_SECTIONS,
+        help="parts of the report to run (photos: held-out real photos; remote: zero-shot remote sensing)",
+    )
+    ev.add_argument("--n-photos", type=int, default=20, help="held-out photos per real-photo set")
+    ev.add_argument("--n-remote", type=int, default=10, help="images per remote-sensing set")
+    ev.add_argument("--max-instances", type=int, default=20, help="instances per remote-sensing image")
+    ev.add_argument("--zoom-margin", type=float, default=0.5)
+    ev.add_argument("--zoom-min-crop", type=int, default=64)
+    ev.add_argument("--threads", type=int, default=0)
     ex = sub.add_parser("export", help="write the fp16 shipped checkpoint from a training checkpoint")
     ex.add_argument("training_checkpoint")
     ex.add_argument("--dest", default=str(TEACHING_CHECKPOINT))
@@ -71,15 +95,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         balance_steps = 0 if args.init else TrainSettings.balance_decay_steps
         settings = TrainSettings(seed=args.seed, steps=args.steps, minutes=args.minutes, threads=args.threads,
                                  batch_images=args.batch_images, lr=args.lr, warmup_steps=args.warmup_steps,
-                                 init_from=args.init, config=config, balance_decay_steps=balance_steps,
+                                 init_from=args.init, config=config, photo_ratio=args.photo_ratio,
+                                 data_root=args.data_root, balance_decay_steps=balance_steps,
                                  checkpoint_every=args.checkpoint_every,
                                  pool_size=args.pool_size)  # fmt: skip
         if not args.no_resume:
             _check_resumable(parser, Path(args.out), config)
         train(settings, args.out, resume=not args.no_resume, device=args.device)
     elif args.cmd == "eval":
+        if args.threads:
+            torch.set_num_threads(args.threads)
         sam = load_teaching_sam(args.checkpoint)
-        report = evaluate(sam, args.n, args.n_targets, args.data_root, args.first_scene)
+        report = evaluate(sam, args.n, args.n_targets, args.data_root, args.first_scene, args.sections,
+                          args.n_photos, args.n_remote, args.max_instances, args.zoom_margin,
+                          args.zoom_min_crop)  # fmt: skip
+        report["settings"] = {
+            "checkpoint": args.checkpoint or "shipped",
+            "sections": args.sections,
+            "source_scenes": args.n,
+            "target_scenes": args.n_targets,
+            "first_scene": args.first_scene,
+            "n_photos": args.n_photos,
+            "n_remote": args.n_remote,
+            "max_instances": args.max_instances,
+            "zoom_margin": args.zoom_margin,
+            "zoom_min_crop": args.zoom_min_crop,
+        }
         text = json.dumps(report, indent=2)
         print(text)
         if args.json:

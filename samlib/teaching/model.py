@@ -29,6 +29,7 @@ __all__ = [
     "build_teaching_sam",
     "config_from_dict",
     "load_teaching_sam",
+    "read_checkpoint",
     "transfer_weights",
 ]
 
@@ -137,13 +138,7 @@ def load_teaching_sam(path: str | Path | None = None, device: str | torch.device
             f"teaching_sam.pt; re-create it with `python -m samlib.teaching train --out runs/teaching.pt` "
             f"then `python -m samlib.teaching export runs/teaching.pt`."
         )
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors of many types (and code-running pickles) are refused
-        raise InvalidInputError(
-            f"Could not read teaching checkpoint {ckpt_path} with torch.load(weights_only=True): "
-            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-        ) from e
+    ckpt = read_checkpoint(ckpt_path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise InvalidInputError(f"{ckpt_path} is not a teaching-SAM checkpoint (needs 'config' and 'model')")
     config = config_from_dict(ckpt["config"], source=str(ckpt_path))
@@ -164,6 +159,22 @@ def load_teaching_sam(path: str | Path | None = None, device: str | torch.device
         ) from e
     sam.samlib_name = f"teaching:{ckpt_path.name}"  # type: ignore[assignment]
     return sam.to(resolve_device(device, default=torch.device("cpu"))).eval()
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU: tensors, numbers, strings and containers only.
+
+    A file that needs anything else (a pickled object, which could run code on loading) is refused with
+    :class:`~samlib.errors.InvalidInputError` instead of being executed.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors come in many types: report them as one clear error
+        raise InvalidInputError(
+            f"could not read {path} with torch.load(weights_only=True) ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}). Teaching checkpoints hold only "
+            "tensors, numbers, strings, lists and dicts; re-create the file with samlib's trainer/export."
+        ) from e
 
 
 def config_from_dict(d: Any, source: str = "the checkpoint") -> TeachingConfig:

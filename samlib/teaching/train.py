@@ -6,9 +6,11 @@ ambiguous single clicks, a mask loss plus an MSE loss on the predicted IoU, Adam
 cosine decay. The mask loss is BCE that up-weights object pixels early and relaxes to plain BCE, plus
 dice: SAM's 20:1 focal + dice collapsed to all-background at this scale.
 
-The model is pretrained only on the generated ``source`` domain of :mod:`samlib.scenes`, never on the
-chapters' target domains, so it reproduces the situation the papers start from: a promptable segmenter
-that works on "everyday" images and struggles on remote sensing. Command line: ``python -m
+The model is pretrained on the generated ``source`` domain of :mod:`samlib.scenes` and, with
+``photo_ratio`` > 0, on real photographs with human masks (:mod:`samlib.teaching.photos`: BSDS500, COCO,
+DAVIS, CamVid), never on the chapters' target domains or any remote-sensing set, so it reproduces the
+situation the papers start from: a promptable segmenter that works on "everyday" images and struggles
+on remote sensing. Command line: ``python -m
 samlib.teaching train|eval|export`` (:mod:`samlib.teaching.__main__`).
 """
 
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
+from samlib.errors import InvalidInputError, SamlibError
 from samlib.losses import mask_iou_logits
 from samlib.prompts import box_from_mask, center_point, correction_point, jitter_box, sample_points
 from samlib.scenes import Scene, generate_scene
@@ -36,12 +39,27 @@ from samlib.teaching.model import (
     TeachingConfig,
     build_teaching_sam,
     load_teaching_sam,
+    read_checkpoint,
     transfer_weights,
 )
+from samlib.teaching.photos import PHOTO_SETS, PhotoPool, training_photos
 from samlib.training import cosine_with_warmup
 from samlib.utils import resolve_device
 
-__all__ = ["PromptBatch", "TrainSettings", "decode", "export", "sample_prompts", "train", "training_step"]
+__all__ = [
+    "PromptBatch",
+    "TrainSettings",
+    "TrainingDivergedError",
+    "decode",
+    "export",
+    "sample_prompts",
+    "train",
+    "training_step",
+]
+
+
+class TrainingDivergedError(SamlibError):
+    """The training loss became NaN or infinite: the run stops instead of saving broken weights."""
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -233,6 +251,11 @@ class TrainSettings:
     checkpoint_every: int = 200
     threads: int = 0
     init_from: str = ""  # a teaching checkpoint to start from (its patch grid is resized to ``config``'s)
+    photo_ratio: float = 0.0  # share of each batch taken from real photos (samlib.teaching.photos)
+    data_root: str = ""  # where natural/ and camvid/ are ("" = samlib.data.data_root())
+    photo_pool_size: int = 256
+    photo_refresh: int = 2
+    photo_split_seed: int = 0  # the held-out split that training must not see (same as the eval's)
     config: TeachingConfig = field(default_factory=TeachingConfig)
 
 
@@ -302,7 +325,7 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
     step, total, elapsed = 0, settings.steps, 0.0
     rng = np.random.default_rng(settings.seed)
     if resume and out.is_file():
-        state = torch.load(out, map_location="cpu", weights_only=False)
+        state = read_checkpoint(out)
         sam.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, total, elapsed = state["step"], state["total_steps"], state["elapsed_s"]
@@ -310,9 +333,17 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
         if settings.steps:
             total = settings.steps
         print(f"resumed from {out} at step {step}/{total}")
+    if not 0.0 <= settings.photo_ratio <= 1.0:
+        raise InvalidInputError(f"photo_ratio must be in [0, 1], got {settings.photo_ratio}")
+    n_photos = round(settings.batch_images * settings.photo_ratio)
     pool = ScenePool(
         settings.config.img_size, settings.pool_size, settings.pool_refresh, settings.seed + 7919 * step
     )
+    photos = None
+    if n_photos:
+        items = training_photos(settings.data_root or None, PHOTO_SETS, settings.photo_split_seed)
+        photos = PhotoPool(items, settings.config.img_size, settings.photo_pool_size, settings.photo_refresh,
+                           settings.seed + 7919 * step + 1)  # fmt: skip
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if dev.type == "cuda"
@@ -329,8 +360,17 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
         for g in opt.param_groups:
             g["lr"] = settings.lr * cosine_with_warmup(step, total, settings.warmup_steps, floor=0.02)
         balance = max(0.0, 1 - step / settings.balance_decay_steps) if settings.balance_decay_steps else 0.0
+        batch = pool.draw(settings.batch_images - n_photos)
+        if photos is not None:
+            batch += photos.draw(n_photos)
         with autocast:
-            stats = training_step(sam, pool.draw(settings.batch_images), settings, rng, balance)
+            stats = training_step(sam, batch, settings, rng, balance)
+        if not torch.isfinite(stats.loss):
+            raise TrainingDivergedError(
+                f"the training loss became {stats.loss.item()} at step {step + 1}; the last good state is "
+                f"in {out} (saved every {settings.checkpoint_every} steps). Lower --lr or lengthen the "
+                "warmup and resume."
+            )
         opt.zero_grad(set_to_none=True)
         stats.loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
@@ -383,7 +423,7 @@ def _save_training_state(
 
 def export(training_checkpoint: str | Path, dest: str | Path = TEACHING_CHECKPOINT) -> Path:
     """Write the fp16 inference checkpoint (config, weights, training metadata) shipped with samlib."""
-    state = torch.load(training_checkpoint, map_location="cpu", weights_only=False)
+    state = read_checkpoint(training_checkpoint)
     stages = _training_stages(state)
     meta = {
         "step": state["step"],
@@ -417,7 +457,7 @@ def _training_stages(state: dict[str, Any]) -> list[dict[str, Any]]:
     init = state["settings"].get("init_from")
     if not init or not Path(init).is_file():
         return [own]
-    prev = torch.load(init, map_location="cpu", weights_only=False)
+    prev = read_checkpoint(init)
     if "meta" in prev:  # a shipped (exported) checkpoint
         earlier = prev["meta"].get("stages", [])
     else:
