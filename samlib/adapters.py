@@ -89,7 +89,10 @@ def add_encoder_lora(
         raise InvalidInputError(f"rank must be >= 1, got {rank}.")
     targets = encoder_lora_targets(sam, blocks)
     config = LoraConfig(
-        r=rank, lora_alpha=float(rank if alpha is None else alpha), lora_dropout=dropout, target_modules=targets
+        r=rank,
+        lora_alpha=float(rank if alpha is None else alpha),
+        lora_dropout=dropout,
+        target_modules=targets,
     )
     inject_adapter_in_model(config, sam, adapter_name=ADAPTER_NAME)
     for name, p in sam.named_parameters():  # peft freezes the rest already; make it explicit
@@ -121,7 +124,9 @@ def save_adapters(sam: Sam, path: str | Path, meta: dict[str, Any] | None = None
         raise SamlibError("The model has no adapters added by add_encoder_lora: nothing to save.")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": _FORMAT, "config": config, "state_dict": adapter_state_dict(sam), "meta": meta or {}}, out)
+    torch.save(
+        {"format": _FORMAT, "config": config, "state_dict": adapter_state_dict(sam), "meta": meta or {}}, out
+    )
     return out
 
 

@@ -57,7 +57,9 @@ def hflip_points(points: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def random_shadow(image: np.ndarray, rng: np.random.Generator, strength: tuple[float, float] = (0.4, 0.8)) -> np.ndarray:
+def random_shadow(
+    image: np.ndarray, rng: np.random.Generator, strength: tuple[float, float] = (0.4, 0.8)
+) -> np.ndarray:
     """Darken a random quadrilateral (a cast shadow or cloud shade) by a factor drawn from ``strength``."""
     img = _rgb(image)
     h, w = img.shape[:2]

@@ -47,7 +47,9 @@ def finch_partitions(features: Any, distance: str = "cosine") -> tuple[np.ndarra
         from finch import FINCH
 
         labels, num_clusters, _ = FINCH(x, distance=distance, verbose=False)
-    return np.asarray(labels, dtype=np.int64).reshape(x.shape[0], -1), np.asarray(num_clusters, dtype=np.int64)
+    return np.asarray(labels, dtype=np.int64).reshape(x.shape[0], -1), np.asarray(
+        num_clusters, dtype=np.int64
+    )
 
 
 def cluster_means(features: Any, labels: Any) -> np.ndarray:

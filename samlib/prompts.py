@@ -254,9 +254,7 @@ def calibrate_negative_prompts(
     lab = np.asarray(labels)
     masks = np.asarray(pred_masks)
     if c.ndim != 3 or c.shape[2] != 2 or lab.shape != c.shape[:2]:
-        raise InvalidInputError(
-            f"coords must be (N, P, 2) and labels (N, P), got {c.shape} and {lab.shape}."
-        )
+        raise InvalidInputError(f"coords must be (N, P, 2) and labels (N, P), got {c.shape} and {lab.shape}.")
     if masks.ndim != 3 or masks.shape[0] != c.shape[0]:
         raise InvalidInputError(f"pred_masks must be (N, H, W) with N = {c.shape[0]}, got {masks.shape}.")
     ious = mask_iou_matrix(masks)

@@ -4,6 +4,7 @@ rotated boxes), the method module, then the notebook's claims."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +169,9 @@ def test_flip_keeps_points_on_their_masks_and_strong_augment_keeps_geometry(rng)
 
 
 def _encode(sam, seed: int = 0) -> torch.Tensor:
-    x = torch.randn(1, 3, sam.image_encoder.img_size, sam.image_encoder.img_size, generator=torch.manual_seed(seed))
+    x = torch.randn(
+        1, 3, sam.image_encoder.img_size, sam.image_encoder.img_size, generator=torch.manual_seed(seed)
+    )
     with torch.no_grad():
         return sam.image_encoder(x)
 
@@ -238,6 +241,20 @@ def test_training_changes_only_the_lora_weights(tiny_sam, variant) -> None:
     assert len(result.history["loss"]) == 3 and np.isfinite(result.history["loss"]).all()
     if variant == "pointsam":
         assert np.isfinite(result.history["pbr"]).any()  # the bank filled and PBR ran
+
+
+def test_release_pbr_without_gradient_trains_exactly_like_no_pbr(tiny_sam) -> None:
+    # The public release computes PBR from detached numbers: a constant added to the loss.
+    toy = _toy_set()
+    protos = P.target_prototypes(tiny_sam, toy, progress=False)
+    base = P.PointSAMConfig(steps=3, images_per_step=2, blocks=(0,), bank_size=4, pbr_every=1, lr=1e-2)
+    release = P.train_pointsam(tiny_sam, toy, replace(base, pbr_gradient=False), protos, progress=False)
+    without = P.train_pointsam(tiny_sam, toy, replace(base, pbr=False), None, progress=False)
+    ours = P.train_pointsam(tiny_sam, toy, base, protos, progress=False)
+    assert np.isfinite(release.history["pbr"]).any()
+    a, b, c = (adapters.adapter_state_dict(r.sam) for r in (release, without, ours))
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert any(not torch.equal(a[n], c[n]) for n in a)  # the differentiable PBR does change training
 
 
 def test_evaluate_points_scores_and_shapes(tiny_sam) -> None:

@@ -46,7 +46,9 @@ from samlib.training import cosine_with_warmup
 from samlib.utils import as_uint8_rgb
 
 __all__ = [
+    "ROWS",
     "VARIANTS",
+    "SetRun",
     "PointScores",
     "PointSet",
     "PointSAMConfig",
@@ -60,6 +62,7 @@ __all__ = [
     "instance_crops",
     "online_prototypes",
     "real_point_set",
+    "run_set",
     "target_prototypes",
     "train_pointsam",
     "variant_config",
@@ -104,7 +107,9 @@ class PointSet:
 
     def subset(self, indices: Sequence[int]) -> PointSet:
         idx = list(indices)
-        return PointSet([self.images[i] for i in idx], [self.masks[i] for i in idx], [self.names[i] for i in idx])
+        return PointSet(
+            [self.images[i] for i in idx], [self.masks[i] for i in idx], [self.names[i] for i in idx]
+        )
 
 
 def generated_point_set(domain: str, n: int, size: int = 256, seed: int = 0) -> PointSet:
@@ -283,7 +288,9 @@ def _lowres_masks(sam: Sam, masks: np.ndarray) -> torch.Tensor:
     return (F.interpolate(t, low, mode="area") > 0.5).float()
 
 
-def _grid_index(sam: Sam, points: np.ndarray, original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _grid_index(
+    sam: Sam, points: np.ndarray, original_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Embedding-grid (row, column) of (M, 2) (x, y) image points: index an (C, h, w) grid as [:, y, x]."""
     img = int(sam.image_encoder.img_size)
     gh, gw = sam.prompt_encoder.image_embedding_size
@@ -447,7 +454,9 @@ def _teacher_prompts(
     """Teacher logits (N, 1, h, w) for the prompts, after negative prompt calibration if asked."""
     low, _ = decode_points(teacher, embedding, coords, labels, size)
     if npc and len(coords) > 1:
-        new_coords, _ = calibrate_negative_prompts((low[:, 0] > 0).cpu().numpy(), coords, labels, rng, npc_iou)
+        new_coords, _ = calibrate_negative_prompts(
+            (low[:, 0] > 0).cpu().numpy(), coords, labels, rng, npc_iou
+        )
         if not np.array_equal(new_coords, coords):
             low, _ = decode_points(teacher, embedding, new_coords, labels, size)
             coords = new_coords
@@ -495,7 +504,9 @@ def train_pointsam(
     if config.teacher == "ema":
         teacher = copy.deepcopy(student)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, config.steps, config.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: cosine_with_warmup(s, config.steps, config.warmup)
+    )
     targets = None if prototypes is None else torch.as_tensor(prototypes.prototypes, dtype=torch.float32)
     bank: list[torch.Tensor] = []
     history: dict[str, list[float]] = {k: [] for k in ("loss", "focal", "dice", "iou", "pbr", "pseudo_iou")}
@@ -522,7 +533,14 @@ def train_pointsam(
                     pseudo.append(_lowres_masks(student, truths[b]))
                     continue
                 low_t, _ = _teacher_prompts(
-                    teacher, emb_t[b : b + 1], coords, labels, weak[b].shape[:2], config.npc, config.npc_iou, rng
+                    teacher,
+                    emb_t[b : b + 1],
+                    coords,
+                    labels,
+                    weak[b].shape[:2],
+                    config.npc,
+                    config.npc_iou,
+                    rng,
                 )
                 pseudo.append((low_t > 0).float())
         emb_s = encode_images(student, strong)
@@ -531,12 +549,16 @@ def train_pointsam(
         for b, (coords, labels) in enumerate(prompts):
             low_s, iou_s = decode_points(student, emb_s[b : b + 1], coords, labels, strong[b].shape[:2])
             target = pseudo[b]
-            focal = focal + sigmoid_focal_loss(low_s, target, alpha=config.focal_alpha, gamma=config.focal_gamma)
+            focal = focal + sigmoid_focal_loss(
+                low_s, target, alpha=config.focal_alpha, gamma=config.focal_gamma
+            )
             dice = dice + dice_loss(low_s, target, smooth=config.dice_smooth)
             iou_mse = iou_mse + F.mse_loss(iou_s, mask_iou_logits(low_s, target))
             rows, cols = _grid_index(student, coords[:, 0], strong[b].shape[:2])
             feats.append(emb_s[b][:, rows, cols].T)
-            pseudo_quality.append(float(mask_iou_logits(target * 2 - 1, _lowres_masks(student, truths[b])).mean()))
+            pseudo_quality.append(
+                float(mask_iou_logits(target * 2 - 1, _lowres_masks(student, truths[b])).mean())
+            )
         n = len(prompts)
         loss = (config.focal_weight * focal + dice + iou_mse) / n
         pbr_value = float("nan")
@@ -563,9 +585,9 @@ def train_pointsam(
                     pt.mul_(config.ema_momentum).add_(ps.detach(), alpha=1 - config.ema_momentum)
         for key, value in (
             ("loss", loss.item()),
-            ("focal", float(focal) / n),
-            ("dice", float(dice) / n),
-            ("iou", float(iou_mse) / n),
+            ("focal", focal.item() / n),
+            ("dice", dice.item() / n),
+            ("iou", iou_mse.item() / n),
             ("pbr", pbr_value),
             ("pseudo_iou", float(np.mean(pseudo_quality))),
         ):
@@ -594,7 +616,11 @@ def weight_check(source: Sam, adapted: Sam) -> dict[str, float]:
         original = base[name.replace(".base_layer", "")]
         frozen_diff = max(frozen_diff, float((p.detach() - original.detach()).abs().max()))
         compared += 1
-    return {"lora_b_max_abs": lora_change, "frozen_max_abs_diff": frozen_diff, "frozen_tensors": float(compared)}
+    return {
+        "lora_b_max_abs": lora_change,
+        "frozen_max_abs_diff": frozen_diff,
+        "frozen_tensors": float(compared),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -643,7 +669,9 @@ def evaluate_points(
       (dict[int, PointScores]): scores for each K.
     """
     sam.eval()
-    out: dict[int, dict[str, list[Any]]] = {k: {"iou": [], "f1": [], "rbox": [], "masks": [], "coords": []} for k in ks}
+    out: dict[int, dict[str, list[Any]]] = {
+        k: {"iou": [], "f1": [], "rbox": [], "masks": [], "coords": []} for k in ks
+    }
     for i in tqdm(range(len(test)), desc=desc, disable=not progress, leave=False):
         image, gts = test.images[i], test.masks[i]
         emb = encode_images(sam, [image])
@@ -651,7 +679,14 @@ def evaluate_points(
             point_rng = np.random.default_rng([seed, k, i])
             coords, labels = sample_instance_points(gts, k, point_rng)
             low, coords = _teacher_prompts(
-                sam, emb, coords, labels, image.shape[:2], npc, npc_iou, np.random.default_rng([seed, k, i, 1])
+                sam,
+                emb,
+                coords,
+                labels,
+                image.shape[:2],
+                npc,
+                npc_iou,
+                np.random.default_rng([seed, k, i, 1]),
             )
             pred = _to_original(sam, low, image.shape[:2])
             inter = (pred & gts).reshape(len(gts), -1).sum(1)
@@ -688,8 +723,12 @@ def plot_npc_example(sam: Sam, image: np.ndarray, masks: np.ndarray, k: int = 1,
     with torch.no_grad():
         emb = encode_images(sam, [image])
         coords, labels = sample_instance_points(masks, k, np.random.default_rng(seed))
-        before = _to_original(sam, decode_points(sam, emb, coords, labels, image.shape[:2])[0], image.shape[:2])
-        low, new = _teacher_prompts(sam, emb, coords, labels, image.shape[:2], True, 0.1, np.random.default_rng(seed))
+        before = _to_original(
+            sam, decode_points(sam, emb, coords, labels, image.shape[:2])[0], image.shape[:2]
+        )
+        low, new = _teacher_prompts(
+            sam, emb, coords, labels, image.shape[:2], True, 0.1, np.random.default_rng(seed)
+        )
         after = _to_original(sam, low, image.shape[:2])
     iou_before = _mean_iou(before, masks)
     iou_after = _mean_iou(after, masks)
@@ -733,11 +772,20 @@ def plot_prototypes(protos: Prototypes, title: str = "") -> Any:
     fig, ax = plt.subplots(figsize=(5, 4))
     for c in range(len(centres)):
         sel = protos.labels == c
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=palette_color(c), alpha=0.6, label=f"cluster {c} ({sel.sum()})")
+        ax.scatter(
+            xy[sel, 0],
+            xy[sel, 1],
+            s=10,
+            color=palette_color(c),
+            alpha=0.6,
+            label=f"cluster {c} ({sel.sum()})",
+        )
         ax.scatter(*centres[c], marker="*", s=250, color=palette_color(c), edgecolor="black")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    ax.set_title(title or "point features of the training objects (FINCH clusters, stars = prototypes)", fontsize=10)
+    ax.set_title(
+        title or "point features of the training objects (FINCH clusters, stars = prototypes)", fontsize=10
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -774,7 +822,9 @@ def plot_per_k(table: dict[str, dict[int, float]], title: str = "") -> Any:
     width = 0.8 / len(ks)
     for j, k in enumerate(ks):
         xs = np.arange(len(methods)) + (j - (len(ks) - 1) / 2) * width
-        ax.bar(xs, [table[m].get(k, np.nan) for m in methods], width, label=f"K = {k}", color=palette_color(j))
+        ax.bar(
+            xs, [table[m].get(k, np.nan) for m in methods], width, label=f"K = {k}", color=palette_color(j)
+        )
     ax.set_xticks(np.arange(len(methods)), methods, rotation=20, fontsize=8)
     ax.set_ylabel("mIoU")
     ax.set_title(title, fontsize=10)
@@ -796,3 +846,83 @@ def compare_figure(
         panels.append(lambda ax, m=s.masks[0]: overlay(item.images[0], m, ax=ax))
         titles.append(f"{name}, K={k}{' + NPC' if npc else ''}: mIoU {s.miou:.2f}")
     return image_grid(panels, titles, ncols=3, size=3.4)
+
+
+# ------------------------------------------------------------------------------------------------ one set
+
+
+ROWS: tuple[str, ...] = ("direct_sam", *VARIANTS)
+"""The rows of the paper's ablation table, in order (direct SAM first)."""
+
+
+@dataclass
+class SetRun:
+    """Every row of the chapter on one data set: scores per method and K, curves, weight checks.
+
+    Attributes:
+      split (str): the key suffix, e.g. "generated", "hrsid", "spacenet".
+      scores (dict[str, dict[int, PointScores]]): method -> K -> scores; test-time NPC rows end in
+        ``_test_npc``.
+      histories (dict[str, dict[str, list[float]]]): per-step curves of each trained method.
+      models (dict[str, Sam]): the trained models.
+      weight_checks (dict[str, dict[str, float]]): :func:`weight_check` of each trained model.
+      prototypes (Prototypes): the offline target prototypes of this set.
+    """
+
+    split: str
+    scores: dict[str, dict[int, PointScores]]
+    histories: dict[str, dict[str, list[float]]]
+    models: dict[str, Sam]
+    weight_checks: dict[str, dict[str, float]]
+    prototypes: Prototypes
+
+    def results(self) -> dict[str, dict[str, float]]:
+        """The metrics-file rows: ``{method}_{k}pt_{split}`` (miou, f1) and
+        ``point_to_box_{method}_{split}`` (rbox_iou, rbox_p50, from the K = 1 masks)."""
+        out: dict[str, dict[str, float]] = {}
+        for method, per_k in self.scores.items():
+            for k, s in per_k.items():
+                out[f"{method}_{k}pt_{self.split}"] = s.metrics()
+        for method in ("direct_sam", "pointsam"):
+            if method in self.scores and 1 in self.scores[method]:
+                s = self.scores[method][1]
+                out[f"point_to_box_{method}_{self.split}"] = {"rbox_iou": s.rbox_iou, "rbox_p50": s.rbox_p50}
+        return out
+
+    def miou_table(self) -> dict[str, dict[int, float]]:
+        """method -> K -> mIoU, for :func:`plot_per_k`."""
+        return {m: {k: s.miou for k, s in per_k.items()} for m, per_k in self.scores.items()}
+
+
+def run_set(
+    source: Sam,
+    train: PointSet,
+    test: PointSet,
+    split: str,
+    base: PointSAMConfig,
+    ks: Sequence[int] = (1, 2, 3),
+    seed: int = 0,
+    extra_variants: dict[str, dict[str, Any]] | None = None,
+    test_npc: Sequence[str] = ("direct_sam", "pointsam"),
+    progress: bool = True,
+) -> SetRun:
+    """Direct SAM, every variant of :data:`VARIANTS` (plus ``extra_variants``) trained on ``train``, all
+    scored on ``test`` with the same seeded points; the methods in ``test_npc`` also with NPC at test time."""
+    protos = target_prototypes(source, train, seed, progress=progress)
+    variants = {**VARIANTS, **(extra_variants or {})}
+    scores = {
+        "direct_sam": evaluate_points(source, test, ks, seed, progress=progress, desc=f"direct SAM {split}")
+    }
+    histories, models, checks = {}, {}, {}
+    for name, overrides in variants.items():
+        cfg = replace(base, seed=seed, **overrides)
+        run = train_pointsam(
+            source, train, cfg, protos if cfg.pbr else None, progress=progress, desc=f"{name} {split}"
+        )
+        histories[name], models[name] = run.history, run.sam
+        checks[name] = weight_check(source, run.sam)
+        scores[name] = evaluate_points(run.sam, test, ks, seed, progress=progress, desc=f"{name} {split}")
+    for name in test_npc:
+        model = source if name == "direct_sam" else models[name]
+        scores[f"{name}_test_npc"] = evaluate_points(model, test, ks, seed, npc=True, progress=progress)
+    return SetRun(split, scores, histories, models, checks, protos)
