@@ -90,7 +90,7 @@ def add_encoder_lora(
     targets = encoder_lora_targets(sam, blocks)
     config = LoraConfig(
         r=rank,
-        lora_alpha=float(rank if alpha is None else alpha),
+        lora_alpha=float(rank if alpha is None else alpha),  # type: ignore[arg-type]  # peft scales by alpha / r
         lora_dropout=dropout,
         target_modules=targets,
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -114,7 +115,9 @@ class PointSet:
 
 def generated_point_set(domain: str, n: int, size: int = 256, seed: int = 0) -> PointSet:
     """``n`` generated scenes of ``domain`` (``samlib.scenes``) that have at least one instance."""
-    images, masks, names = [], [], []
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    names: list[str] = []
     scene_seed = seed
     while len(images) < n:
         scene = generate_scene(domain, size, scene_seed)
@@ -201,9 +204,11 @@ def real_point_set(
     labelled = [s for s in samples if s.masks is not None and len(s.masks)]
     train_names, test_names = split_names([s.name for s in labelled], test_fraction, split_seed)
     wanted = set(train_names if split == "train" else test_names)
-    images, masks, names = [], [], []
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    names: list[str] = []
     for s in labelled:
-        if s.name not in wanted:
+        if s.name not in wanted or s.masks is None:
             continue
         for img, ms, nm in instance_crops(s.image, s.masks, crop, out_size, min_area, s.name):
             images.append(img)
@@ -416,7 +421,7 @@ class PointSAMConfig:
     focal_gamma: float = 2.0
     dice_smooth: float = 1.0
     strong_ops: int = 2
-    max_instances: int = 24
+    max_instances: int = 12
     grad_clip: float = 1.0
     seed: int = 0
 
@@ -780,7 +785,7 @@ def plot_prototypes(protos: Prototypes, title: str = "") -> Any:
             alpha=0.6,
             label=f"cluster {c} ({sel.sum()})",
         )
-        ax.scatter(*centres[c], marker="*", s=250, color=palette_color(c), edgecolor="black")
+        ax.scatter(centres[c, 0], centres[c, 1], marker="*", s=250, color=palette_color(c), edgecolor="black")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(
@@ -837,15 +842,23 @@ def compare_figure(
     source: Sam, adapted: Sam, test: PointSet, index: int = 0, k: int = 1, npc: bool = False, seed: int = 0
 ) -> Any:
     """Direct SAM vs the adapted model on one test image, the same K points, NPC on or off."""
-    from samlib.plots import image_grid, overlay
+    from samlib.plots import image_grid
 
     item = test.subset([int(index) % len(test)])
-    panels, titles = [lambda ax: overlay(item.images[0], item.masks[0], ax=ax)], ["ground truth"]
+    shown = [item.masks[0]]
+    titles = ["ground truth"]
     for name, model in (("direct SAM", source), ("PointSAM", adapted)):
         s = evaluate_points(model, item, (int(k),), seed, npc=npc, progress=False)[int(k)]
-        panels.append(lambda ax, m=s.masks[0]: overlay(item.images[0], m, ax=ax))
+        shown.append(s.masks[0])
         titles.append(f"{name}, K={k}{' + NPC' if npc else ''}: mIoU {s.miou:.2f}")
+    panels = [partial(_overlay_panel, item.images[0], m) for m in shown]
     return image_grid(panels, titles, ncols=3, size=3.4)
+
+
+def _overlay_panel(image: np.ndarray, masks: np.ndarray, ax: Any) -> None:
+    from samlib.plots import overlay
+
+    overlay(image, masks, ax=ax)
 
 
 # ------------------------------------------------------------------------------------------------ one set
