@@ -815,29 +815,6 @@ def plot_training_curves(histories: dict[str, dict[str, list[float]]], title: st
     return fig
 
 
-def plot_per_k(table: dict[str, dict[int, float]], title: str = "") -> Any:
-    """Grouped bars: mIoU of each method for K = 1, 2, 3 points."""
-    import matplotlib.pyplot as plt
-
-    from samlib.plots import palette_color
-
-    methods = list(table)
-    ks = sorted({k for v in table.values() for k in v})
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(methods), 3.4))
-    width = 0.8 / len(ks)
-    for j, k in enumerate(ks):
-        xs = np.arange(len(methods)) + (j - (len(ks) - 1) / 2) * width
-        ax.bar(
-            xs, [table[m].get(k, np.nan) for m in methods], width, label=f"K = {k}", color=palette_color(j)
-        )
-    ax.set_xticks(np.arange(len(methods)), methods, rotation=20, fontsize=8)
-    ax.set_ylabel("mIoU")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def compare_figure(
     source: Sam, adapted: Sam, test: PointSet, index: int = 0, k: int = 1, npc: bool = False, seed: int = 0
 ) -> Any:
@@ -901,10 +878,6 @@ class SetRun:
                 s = self.scores[method][1]
                 out[f"point_to_box_{method}_{self.split}"] = {"rbox_iou": s.rbox_iou, "rbox_p50": s.rbox_p50}
         return out
-
-    def miou_table(self) -> dict[str, dict[int, float]]:
-        """method -> K -> mIoU, for :func:`plot_per_k`."""
-        return {m: {k: s.miou for k, s in per_k.items()} for m, per_k in self.scores.items()}
 
 
 def run_set(
