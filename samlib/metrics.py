@@ -22,6 +22,9 @@ from samlib.errors import InvalidInputError
 __all__ = [
     "best_match_ious",
     "binary_scores",
+    "mask_iou_matrix",
+    "rotated_box",
+    "rotated_box_iou",
     "confusion_counts",
     "confusion_matrix",
     "dice",
@@ -414,3 +417,59 @@ def semantic_scores(
     keep = [i for i in (mean_over if mean_over is not None else range(1, n)) if np.isfinite(ious[i])]
     out["miou"] = float(np.mean(ious[keep])) if keep else 0.0
     return out
+
+
+def mask_iou_matrix(masks: Any) -> np.ndarray:
+    """Pairwise IoU of N masks: (N, N) float64, symmetric, 1.0 on the diagonal (also for empty masks).
+
+    Arguments:
+      masks (np.ndarray): (N, H, W) binary masks.
+    """
+    stack = np.asarray(masks)
+    if stack.ndim != 3:
+        raise InvalidInputError(f"masks must be (N, H, W), got shape {stack.shape}.")
+    flat = _as_binary(stack, "masks").reshape(stack.shape[0], -1).astype(np.float64)
+    inter = flat @ flat.T
+    area = flat.sum(1)
+    union = area[:, None] + area[None, :] - inter
+    out = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    np.fill_diagonal(out, 1.0)
+    return out
+
+
+def rotated_box(mask: Any) -> tuple[tuple[float, float], tuple[float, float], float] | None:
+    """The minimum-area rotated rectangle around a mask's pixels (``cv2.minAreaRect``), None if empty.
+
+    Returns:
+      ((cx, cy), (w, h), angle_degrees) in pixel units, each pixel counted as a unit square.
+    """
+    import cv2
+
+    m = _as_binary(mask, "mask")
+    if m.ndim != 2:
+        raise InvalidInputError(f"mask must be (H, W), got shape {m.shape}.")
+    ys, xs = np.nonzero(m)
+    if len(xs) == 0:
+        return None
+    # the four corners of every pixel, so a one-pixel-wide object still has an area
+    corners = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)])
+    (cx, cy), (w, h), angle = cv2.minAreaRect(corners.astype(np.float32))
+    return (float(cx), float(cy)), (float(w), float(h)), float(angle)
+
+
+def rotated_box_iou(
+    a: tuple[tuple[float, float], tuple[float, float], float] | None,
+    b: tuple[tuple[float, float], tuple[float, float], float] | None,
+) -> float:
+    """IoU of two rotated rectangles as :func:`rotated_box` returns them (0.0 when either is None)."""
+    import cv2
+
+    if a is None or b is None:
+        return 0.0
+    area_a, area_b = a[1][0] * a[1][1], b[1][0] * b[1][1]
+    kind, points = cv2.rotatedRectangleIntersection(a, b)
+    if kind == cv2.INTERSECT_NONE or points is None or len(points) < 3:
+        return 0.0
+    inter = float(cv2.contourArea(cv2.convexHull(points)))
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0

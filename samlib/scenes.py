@@ -508,3 +508,75 @@ def generate_scene(domain: str = "source", size: int = 256, seed: int = 0, **opt
 def generate_scenes(domain: str, n: int, size: int = 256, seed: int = 0, **options: object) -> list[Scene]:
     """``n`` scenes with seeds ``seed, seed + 1, ...``."""
     return [generate_scene(domain, size, seed + i, **options) for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------------- dense objects
+
+
+def _dense_objects_scene(rng: np.random.Generator, size: int) -> Scene:
+    """Crowded multi-class scene in the spirit of NWPU VHR-10: rows of parked vehicles that touch,
+    clusters of storage tanks, ships moored side by side and a few aircraft, on a paved ground.
+
+    Neighbours are often 0-2 pixels apart, so a click on one object easily spills into the next: the
+    case PointSAM's negative prompt calibration is for.
+    """
+    scale = size / 256
+    ground = np.array([0.46, 0.45, 0.42], np.float32) * rng.uniform(0.8, 1.15)
+    image = _texture(rng, size, ground, 0.25)
+    masks: list[np.ndarray] = []
+    kinds: list[str] = []
+
+    def add(mask: np.ndarray, kind: str, tone: np.ndarray, strength: float = 0.1) -> None:
+        if mask.sum() == 0:
+            return
+        _paint_texture(rng, image, mask, np.clip(tone, 0, 1), strength, shade=rng.random() < 0.5)
+        for prev in masks:  # later objects cover earlier ones
+            prev[mask > 0] = 0
+        masks.append(mask)
+        kinds.append(kind)
+
+    for _ in range(int(rng.integers(1, 4))):  # parking rows: vehicles side by side
+        length, width = rng.uniform(10, 16) * scale, rng.uniform(5, 8) * scale
+        angle = rng.uniform(0, 180)
+        step = width + rng.uniform(0.0, 2.0) * scale
+        direction = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))])
+        start = rng.uniform(0.05, 0.95, 2) * size
+        for i in range(int(rng.integers(3, 9))):
+            cx, cy = start + i * step * direction
+            vehicle = np.zeros((size, size), np.uint8)
+            rect = ((float(cx), float(cy)), (float(width), float(length)), float(angle))
+            cv2.fillPoly(vehicle, [cv2.boxPoints(rect).astype(np.int32)], 1)
+            add(vehicle, "vehicle", _random_color(rng) * rng.uniform(0.6, 1.1))
+    for _ in range(int(rng.integers(0, 3))):  # storage tanks: touching discs, bright with a rim
+        r = rng.uniform(6, 13) * scale
+        cx, cy = rng.uniform(0.1, 0.9, 2) * size
+        for j in range(int(rng.integers(2, 6))):
+            tank = np.zeros((size, size), np.uint8)
+            ox = cx + (j % 3) * (2 * r + rng.uniform(0, 2) * scale)
+            oy = cy + (j // 3) * (2 * r + rng.uniform(0, 2) * scale)
+            cv2.circle(tank, (int(ox), int(oy)), int(r), 1, -1)
+            add(tank, "storage_tank", np.array([0.85, 0.85, 0.82], np.float32) * rng.uniform(0.8, 1.1), 0.05)
+    for _ in range(int(rng.integers(0, 2))):  # moored ships: long hulls side by side
+        length, width = rng.uniform(26, 48) * scale, rng.uniform(6, 10) * scale
+        angle = rng.uniform(0, 180)
+        normal = np.array([-np.sin(np.radians(angle)), np.cos(np.radians(angle))])
+        start = rng.uniform(0.15, 0.85, 2) * size
+        for i in range(int(rng.integers(2, 5))):
+            cx, cy = start + i * (width + rng.uniform(0.0, 1.5) * scale) * normal
+            ship = np.zeros((size, size), np.uint8)
+            cv2.ellipse(ship, (int(cx), int(cy)), (int(length / 2), int(width / 2)), angle, 0, 360, 1, -1)
+            add(ship, "ship", np.array([0.7, 0.7, 0.72], np.float32) * rng.uniform(0.7, 1.2), 0.15)
+    for _ in range(int(rng.integers(0, 3))):  # aircraft: a fuselage and a wing
+        span, body = rng.uniform(16, 30, 2) * scale
+        angle = rng.uniform(0, 180)
+        cx, cy = rng.uniform(0.1, 0.9, 2) * size
+        plane = np.zeros((size, size), np.uint8)
+        for w, h, a in ((body, body * 0.18, angle), (span, span * 0.15, angle + 90)):
+            rect = ((float(cx), float(cy)), (float(w), float(h)), float(a))
+            cv2.fillPoly(plane, [cv2.boxPoints(rect).astype(np.int32)], 1)
+        add(plane, "airplane", np.array([0.9, 0.9, 0.92], np.float32) * rng.uniform(0.8, 1.05), 0.05)
+    image = _camera(rng, image)
+    return _finish(image, masks, kinds, "dense_objects", 12)
+
+
+DOMAINS["dense_objects"] = _dense_objects_scene
