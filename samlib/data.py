@@ -489,9 +489,7 @@ def _voc_palette(n: int = 256) -> np.ndarray:
     return colors
 
 
-def labels_from_colors(
-    rgb: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: int
-) -> np.ndarray:
+def labels_from_colors(rgb: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: int) -> np.ndarray:
     """Class-id map from an RGB label image: pixel colour ``colors[k]`` -> k, any other colour ->
     ``ignore_index``.
 
@@ -528,7 +526,9 @@ def _rgb_label_samples(
         with Image.open(label_path(path)) as im:
             labels = labels_from_colors(np.asarray(im.convert("RGB")), colors, ignore_index)
         if labels.shape != image.shape[:2]:
-            raise DataNotFoundError(f"{dataset}/{path.name}: label shape {labels.shape} != {image.shape[:2]}.")
+            raise DataNotFoundError(
+                f"{dataset}/{path.name}: label shape {labels.shape} != {image.shape[:2]}."
+            )
         samples.append(Sample(path.stem, image, semantic=labels, dataset=dataset, meta={"split": split}))
     return samples
 

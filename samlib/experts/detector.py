@@ -208,6 +208,7 @@ class CenterNetHead(nn.Module):
         )
         self.heat = nn.Conv2d(width, num_classes, 1)
         self.size = nn.Conv2d(width, 2, 1)
+        assert self.heat.bias is not None
         nn.init.constant_(self.heat.bias, -2.19)  # CenterNet's prior: sigmoid(-2.19) = 0.1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,7 +241,9 @@ def _targets(
         h0, w0 = embedded.original_sizes[i]
         h1, w1 = embedded.input_sizes[i]
         scale = np.array([w1 / w0, h1 / h0, w1 / w0, h1 / h0])
-        for box, lab in zip(np.asarray(boxes[i]).reshape(-1, 4), np.asarray(labels[i]).reshape(-1), strict=True):
+        for box, lab in zip(
+            np.asarray(boxes[i]).reshape(-1, 4), np.asarray(labels[i]).reshape(-1), strict=True
+        ):
             x0, y0, x1, y1 = box * scale / cell
             bw, bh = max(x1 - x0, 0.5), max(y1 - y0, 0.5)
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -289,7 +292,9 @@ def train_box_detector(
     """
     if len(boxes) != len(embedded):
         raise InvalidInputError(f"Got {len(boxes)} box arrays for {len(embedded)} images.")
-    labels = labels if labels is not None else [np.zeros(len(np.asarray(b).reshape(-1, 4)), int) for b in boxes]
+    labels = (
+        labels if labels is not None else [np.zeros(len(np.asarray(b).reshape(-1, 4)), int) for b in boxes]
+    )
     if any(np.any((np.asarray(lab) < 0) | (np.asarray(lab) >= num_classes)) for lab in labels):
         raise InvalidInputError(f"box labels must be in [0, {num_classes}).")
     dev = resolve_device(device)

@@ -230,7 +230,9 @@ class DPTHead(nn.Module):
             path = F.interpolate(path, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             path = self.fuse_units[level](path + self.skip_units[level](skip))
         logits = self.head(path)
-        return F.interpolate(logits, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
+        return F.interpolate(
+            logits, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False
+        )
 
 
 def _maps(features: EncoderFeatures, idx: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
@@ -298,7 +300,9 @@ def train_semantic_head(
     torch.manual_seed(seed)
     channels = [b.shape[1] for b in features.blocks] + [features.neck.shape[1]]
     if len(channels) != len(DPT_STRIDES):
-        raise InvalidInputError(f"DPTHead needs 3 hooked blocks plus the neck, got {len(features.blocks)} blocks.")
+        raise InvalidInputError(
+            f"DPTHead needs 3 hooked blocks plus the neck, got {len(features.blocks)} blocks."
+        )
     head = DPTHead(channels, num_classes, features.patch_size, features.img_size, width).to(dev).train()
 
     def loss_fn(batch: np.ndarray) -> torch.Tensor:

@@ -247,7 +247,9 @@ class PromptedImage:
         filled boxes instead of SAM's masks)."""
         keep = self.detections.scores >= threshold
         masks = boxes_as_masks(self.detections.boxes[keep], self.shape) if use_boxes else self.masks[keep]
-        return paint_labels(self.shape, masks, self.detections.labels[keep], self.detections.scores[keep], fill)
+        return paint_labels(
+            self.shape, masks, self.detections.labels[keep], self.detections.scores[keep], fill
+        )
 
 
 def threshold_sweep(
@@ -320,7 +322,9 @@ def _downscale(sample: Sample, max_side: int | None) -> Sample:
     image = cv2.resize(sample.image, size, interpolation=cv2.INTER_AREA)
     assert sample.semantic is not None
     labels = cv2.resize(sample.semantic.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
-    return Sample(sample.name, image, semantic=labels.astype(np.int64), dataset=sample.dataset, meta=sample.meta)
+    return Sample(
+        sample.name, image, semantic=labels.astype(np.int64), dataset=sample.dataset, meta=sample.meta
+    )
 
 
 def _spread(items: list[_T], n: int | None) -> list[_T]:
@@ -395,11 +399,18 @@ def load_hybrid_data(
     return data
 
 
-def _seed_cache(cache: EmbeddingCache, sam: Sam, images: Sequence[np.ndarray], feats: EncoderFeatures) -> None:
+def _seed_cache(
+    cache: EmbeddingCache, sam: Sam, images: Sequence[np.ndarray], feats: EncoderFeatures
+) -> None:
     """Put already computed neck embeddings into a predictor cache (same keys as set_image uses)."""
     for i, image in enumerate(images):
         key = (model_name(sam), EmbeddingCache.image_key(np.ascontiguousarray(image)))
-        cache.put(key, CachedEmbedding(feats.neck[i : i + 1].to(sam.device), feats.original_sizes[i], feats.input_sizes[i]))
+        cache.put(
+            key,
+            CachedEmbedding(
+                feats.neck[i : i + 1].to(sam.device), feats.original_sizes[i], feats.input_sizes[i]
+            ),
+        )
 
 
 @dataclass
@@ -445,6 +456,7 @@ def evaluate_dataset(
     semantic_steps: int = 150,
     semantic_width: int = 24,
     detector_steps: int = 300,
+    max_boxes: int = 40,
     amg: Mapping[str, Any] | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     seed: int = 0,
@@ -458,6 +470,7 @@ def evaluate_dataset(
     is chosen on ``data.val`` by dataset-level mIoU; test scores use it.
 
     Arguments:
+      max_boxes (int): at most this many boxes per image from the trained detector (highest scores).
       amg (Mapping | None): keyword arguments of :func:`make_mask_generator`.
       clock: a time function for the stage timings (default ``time.perf_counter``).
 
@@ -502,7 +515,8 @@ def evaluate_dataset(
     prompts = PromptPredictor(sam, cache)
     generator = make_mask_generator(sam, prompts=prompts, **dict(amg or {}))
     sam_masks = [
-        automatic_masks(generator, s.image) for s in tqdm(data.test, desc="SAM automatic masks", disable=not progress)
+        automatic_masks(generator, s.image)
+        for s in tqdm(data.test, desc="SAM automatic masks", disable=not progress)
     ]
     refined = {
         order: [majority_vote(sem, masks, order) for sem, masks in zip(semantic, sam_masks, strict=True)]
@@ -515,9 +529,15 @@ def evaluate_dataset(
         detector = "trained CenterNet"
         boxes = [_instance_boxes(s, data.things[0]) for s in data.train]
         box_head, _ = train_box_detector(
-            f_train.embedded(), boxes, steps=detector_steps, seed=seed, device=sam.device, progress=progress
+            f_train.embedded(),
+            boxes,
+            steps=detector_steps,
+            lr=5e-3,
+            seed=seed,
+            device=sam.device,
+            progress=progress,
         )
-        raw = detect_boxes(box_head, f_eval.embedded(), min_score=min(thresholds))
+        raw = detect_boxes(box_head, f_eval.embedded(), min_score=min(thresholds), max_detections=max_boxes)
         detections = [Detections(d.boxes, d.scores, np.full(len(d), data.things[0])) for d in raw]
     else:
         detector = "coco-ssd"
@@ -526,11 +546,13 @@ def evaluate_dataset(
         detections = [map_detections(ssd.detect(im), class_map) for im in eval_img]
     prompted = [
         PromptedImage(d, box_prompt_masks(prompts, im, d.boxes), im.shape[:2])
-        for d, im in tqdm(list(zip(detections, eval_img, strict=True)), desc="box prompts", disable=not progress)
+        for d, im in tqdm(
+            list(zip(detections, eval_img, strict=True)), desc="box prompts", disable=not progress
+        )
     ]
     seconds["detector"] = tick() - t0
 
-    gts = [s.semantic for s in eval_samples]
+    gts = [np.asarray(s.semantic) for s in eval_samples]
     sweep_args = (data.class_names, data.fill, data.ignore_index, data.background, thresholds)
     sweep = {
         "val": threshold_sweep(prompted[:n_val], gts[:n_val], *sweep_args),
@@ -556,3 +578,112 @@ def evaluate_dataset(
         "detector_boxes": det_box[n_val:],
     }
     return DatasetOutcome(scores, sweep, t_best, outputs, sam_masks, prompted[n_val:], detector, seconds)
+
+
+# --------------------------------------------------------------------------------------- reporting
+
+METHOD_LABELS: dict[str, str] = {
+    "semantic": "semantic model (DPT-style stand-in)",
+    "semantic_sam": "semantic + SAM masks (SAM's order)",
+    "semantic_sam_largest_first": "semantic + SAM masks (largest first)",
+    "detector_boxes": "detector boxes, filled (no SAM)",
+    "detector_sam": "detector + SAM boxes (chosen threshold)",
+    "detector_sam_all": "detector + SAM boxes, validation + test images",
+}
+
+
+def record_results(outcomes: Mapping[str, DatasetOutcome]) -> dict[str, dict[str, float]]:
+    """The chapter's metrics JSON: ``<method>_<data set>`` -> metrics, plus the sweep as
+    ``detector_sam_t<10 x threshold>_<data set>_<split>`` -> metrics."""
+    out: dict[str, dict[str, float]] = {}
+    for ds, outcome in outcomes.items():
+        for method, scores in outcome.scores.items():
+            out[f"{method}_{ds}"] = dict(scores)
+        for split, sweep in outcome.sweep.items():
+            for t, scores in sweep.items():
+                out[f"detector_sam_t{round(100 * t)}_{ds}_{split}"] = dict(scores)
+    return {k: {m: v for m, v in s.items() if np.isfinite(v)} for k, s in out.items()}
+
+
+def scores_table(
+    outcomes: Mapping[str, DatasetOutcome],
+    metrics: Sequence[str] = ("miou_report", "iou_fg", "dice_fg", "miou"),
+    methods: Sequence[str] = tuple(METHOD_LABELS),
+) -> str:
+    """A Markdown table: one row per (data set, method), one column per metric (3 decimals)."""
+    lines = ["| data set | method | " + " | ".join(metrics) + " |", "|---|---|" + "---:|" * len(metrics)]
+    for ds, outcome in outcomes.items():
+        for method in methods:
+            s = outcome.scores[method]
+            cells = [f"{s[m]:.3f}" if m in s and np.isfinite(s[m]) else "–" for m in metrics]
+            lines.append(f"| {ds} | {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def findings(outcomes: Mapping[str, DatasetOutcome], metric: str = "miou_report") -> list[dict[str, Any]]:
+    """Whether the report's two findings hold on each data set, by ``metric`` on the test split:
+    (1) SAM refinement beats the semantic model (the better mask order is not picked: both are given),
+    (2) detector + SAM beats semantic + SAM (SAM's order)."""
+    rows = []
+    for ds, o in outcomes.items():
+        s = {
+            m: o.scores[m][metric]
+            for m in ("semantic", "semantic_sam", "semantic_sam_largest_first", "detector_sam")
+        }
+        rows.append(
+            {
+                "dataset": ds,
+                **s,
+                "refine_gain": s["semantic_sam"] - s["semantic"],
+                "refine_gain_largest_first": s["semantic_sam_largest_first"] - s["semantic"],
+                "detector_gain": s["detector_sam"] - s["semantic_sam"],
+            }
+        )
+    return rows
+
+
+def findings_markdown(outcomes: Mapping[str, DatasetOutcome], metric: str = "miou_report") -> str:
+    """The :func:`findings` as Markdown bullets, plus SAM's box masks against the filled boxes."""
+    lines = []
+    for r in findings(outcomes, metric):
+        holds = lambda gain: "holds" if gain > 0 else "does not hold"  # noqa: E731
+        lines.append(
+            f"- **{r['dataset']}** — (1) SAM refinement > semantic model {holds(r['refine_gain'])}: "
+            f"{r['semantic']:.3f} → {r['semantic_sam']:.3f} (SAM's order, {r['refine_gain']:+.3f}) / "
+            f"{r['semantic_sam_largest_first']:.3f} (largest first, {r['refine_gain_largest_first']:+.3f}); "
+            f"(2) detector + SAM > semantic + SAM {holds(r['detector_gain'])}: {r['detector_sam']:.3f} vs "
+            f"{r['semantic_sam']:.3f} ({r['detector_gain']:+.3f})."
+        )
+    pairs = {
+        ds: (o.scores["detector_sam_all"]["miou"], o.scores["detector_boxes_all"]["miou"])
+        for ds, o in outcomes.items()
+    }
+    lines.append(
+        "\nSAM's masks against the filled boxes they came from (dataset-level mIoU, validation + test "
+        "images, chosen threshold): "
+        + "; ".join(f"{ds} {a:.3f} vs {b:.3f} ({a - b:+.3f})" for ds, (a, b) in pairs.items())
+        + "."
+    )
+    return "\n".join(lines)
+
+
+def try_it_figure(
+    outcome: DatasetOutcome, data: HybridData, index: int, threshold: float, largest_first: int
+) -> Any:
+    """Detector + SAM at ``threshold`` beside the majority vote in the chosen mask order (0 = SAM's,
+    1 = largest first) and the ground truth, for test image ``index``."""
+    from samlib.plots import label_panels
+
+    order = MASK_ORDERS[int(largest_first)]
+    sample = data.test[index]
+    panels = {
+        f"detector + SAM, t = {threshold:.1f}": outcome.prompted[index].label_map(threshold, data.fill),
+        f"semantic + SAM, {order.replace('_', ' ')}": majority_vote(
+            outcome.outputs["semantic"][index], outcome.sam_masks[index], order
+        ),
+        "ground truth": np.asarray(sample.semantic),
+    }
+    return label_panels(
+        sample.image, panels, len(data.class_names), data.class_names, data.ignore_index,
+        title=f"{data.name}: confidence threshold and mask order",
+    )  # fmt: skip
