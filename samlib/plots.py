@@ -240,14 +240,14 @@ def per_class_bars(
         raise InvalidInputError("per_class_bars needs at least one method.")
     x = np.arange(len(class_names))
     width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(class_names) * max(1, len(methods) / 2)), 3.4))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.5 * len(class_names) + 2)), 3.8))
     for i, method in enumerate(methods):
         values = [float(scores[method].get(f"{prefix}{c.lower()}", 0.0)) for c in class_names]
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method, color=palette_color(i))
     ax.set_xticks(x, list(class_names), rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, ncol=min(4, len(methods)))
+    ax.legend(fontsize=8, ncol=min(2, len(methods)), loc="upper right")
     if title:
         ax.set_title(title, fontsize=11)
     fig.tight_layout()
