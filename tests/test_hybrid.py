@@ -296,6 +296,9 @@ def test_chapter_records_every_path_and_sam_beats_filled_boxes_on_voc(real_data_
             assert {"miou_report", "iou_fg", "dice_fg", "miou"} <= set(res[f"{method}_{ds}"])
         for t in range(10, 100, 10):
             assert "miou" in res[f"detector_sam_t{t}_{ds}_val"]
-    # SAM's box masks beat the detector's filled boxes on VOC (all 14 crops, chosen threshold).
-    # Seeds 0/1/2: miou FILL vs FILL.
-    assert res["detector_sam_all_voc"]["miou"] > res["detector_boxes_all_voc"]["miou"] + 0.0
+    # SAM's box masks beat the detector's filled boxes on VOC (dataset mIoU over all 14 crops at the
+    # threshold chosen on the validation half). Seeds 0/1/2: 0.475 vs 0.440, 0.475 vs 0.440, 0.480 vs 0.441.
+    assert res["detector_sam_all_voc"]["miou"] > res["detector_boxes_all_voc"]["miou"] + 0.02
+    # The report's second finding on VOC (detector + SAM > semantic + SAM, report-style mIoU on the 7 test
+    # crops). Seeds 0/1/2: 0.632 vs 0.224, 0.693 vs 0.264, 0.600 vs 0.198.
+    assert res["detector_sam_voc"]["miou_report"] > res["semantic_sam_voc"]["miou_report"] + 0.3
