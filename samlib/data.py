@@ -39,6 +39,7 @@ __all__ = [
     "load_buildings_spacenet_rio",
     "load_aerial_dubai",
     "load_camvid",
+    "load_camvid_train",
     "load_dataset",
     "load_mars_pits",
     "load_roads_deepglobe",
@@ -389,18 +390,28 @@ def load_camvid(
     names: Sequence[str] | None = None,
 ) -> list[Sample]:
     """CamVid street scenes (480 x 360), SegNet's 11 classes: ``semantic`` holds class ids 0-10
-    (:data:`CAMVID_CLASSES`) and :data:`CAMVID_IGNORE_INDEX` (11) for unlabelled pixels. Splits: "val"
-    (101 pairs, PNG; None means "val") and "train" (367 pairs, images re-encoded as JPEG). ``names``
-    reads only those file stems (without reading the other images)."""
-    _check_split(split, (None, "val", "train"), "camvid")
+    (:data:`CAMVID_CLASSES`) and :data:`CAMVID_IGNORE_INDEX` (11) for unlabelled pixels. Only the "val"
+    split is labelled for evaluation here (None means "val"); CamVid's training frames are read by
+    :func:`load_camvid_train`. ``names`` reads only those file stems."""
+    _check_split(split, (None, "val"), "camvid")
     _check_limit(limit)
-    split = split or "val"
     folder = require_data("camvid", root)
-    image_dir, label_dir, pattern = (
-        (folder / "images", folder / "labels", "*.png")
-        if split == "val"
-        else (folder / "train" / "images", folder / "train" / "labels", "*.jpg")
-    )
+    return _camvid_samples(folder / "images", folder / "labels", "*.png", "val", limit, names)
+
+
+def load_camvid_train(
+    root: str | Path | None = None, limit: int | None = None, names: Sequence[str] | None = None
+) -> list[Sample]:
+    """CamVid's 367 training frames (images re-encoded as JPEG, original label PNGs), same classes and
+    ignore id as :func:`load_camvid`; ``meta["split"] == "train"``. ``names`` reads only those stems."""
+    _check_limit(limit)
+    folder = require_data("camvid", root) / "train"
+    return _camvid_samples(folder / "images", folder / "labels", "*.jpg", "train", limit, names)
+
+
+def _camvid_samples(
+    image_dir: Path, label_dir: Path, pattern: str, split: str, limit: int | None, names: Sequence[str] | None
+) -> list[Sample]:
     paths = _files(image_dir, pattern)
     if names is not None:
         wanted = set(names)

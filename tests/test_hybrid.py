@@ -16,15 +16,16 @@ from samlib.data import (
     dubai_tile,
     labels_from_colors,
     load_aerial_dubai,
-    load_camvid,
+    load_camvid_train,
     load_voc_samples,
 )
+from samlib.embeddings import EmbeddedImages
 from samlib.errors import CheckpointUnavailableError, InvalidInputError
 from samlib.experts import detector as D
 from samlib.experts import semantic as S
 from samlib.methods import hybrid as H
 from samlib.metrics import semantic_report_scores
-from samlib.predict import EmbeddedImages, PromptPredictor
+from samlib.predict import PromptPredictor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notebook_runner import run_notebook  # noqa: E402
@@ -180,7 +181,7 @@ def test_dpt_head_predicts_at_half_the_input_for_teaching_and_official_geometry(
 
 
 def test_encoder_features_hooks_blocks_and_matches_embed_images(tiny_sam) -> None:
-    from samlib.predict import embed_images
+    from samlib.embeddings import embed_images
 
     images = [np.full((40, 64, 3), 60, np.uint8), np.full((64, 30, 3), 200, np.uint8)]
     feats = S.encoder_features(tiny_sam, images, progress=False)
@@ -266,7 +267,7 @@ def test_real_loaders(real_data_root) -> None:
     assert len(dubai) == 9 and all(dubai_tile(s.name) == 2 for s in dubai)
     lab = dubai[0].semantic
     assert lab.shape == dubai[0].image.shape[:2] and (lab < len(DUBAI_CLASSES)).mean() > 0.9
-    cam = load_camvid(real_data_root, split="train", limit=2)
+    cam = load_camvid_train(real_data_root, limit=2)
     assert cam[0].image.shape == (360, 480, 3) and cam[0].meta["split"] == "train"
 
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samlib.embeddings import EmbeddedImages
 from samlib.errors import CheckpointUnavailableError, InvalidInputError
-from samlib.predict import EmbeddedImages
 from samlib.training import fit
 from samlib.utils import as_uint8_rgb, resolve_device
 

@@ -25,8 +25,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 from tqdm.auto import tqdm
 
+from samlib.embeddings import EmbeddedImages
 from samlib.errors import InvalidInputError
-from samlib.predict import EmbeddedImages
 from samlib.training import fit
 from samlib.utils import as_uint8_rgb, resolve_device
 

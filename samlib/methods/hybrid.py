@@ -40,6 +40,7 @@ from samlib.data import (
     instances_from_binary,
     load_aerial_dubai,
     load_camvid,
+    load_camvid_train,
     load_voc_samples,
     require_data,
     split_names,
@@ -57,7 +58,8 @@ from samlib.experts.detector import (
 from samlib.experts.semantic import EncoderFeatures, encoder_features, predict_labels, train_semantic_head
 from samlib.metrics import semantic_report_scores
 from samlib.models import model_name
-from samlib.predict import CachedEmbedding, EmbeddingCache, PromptPredictor
+from samlib.predict import CachedEmbedding, EmbeddingCache, PromptPredictor, encoder_fingerprint
+from samlib.utils import as_uint8_rgb
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -372,7 +374,7 @@ def load_hybrid_data(
         val = load_camvid(root, split="val", names=_spread(val_names, n_eval))
         test = load_camvid(root, split="val", names=_spread(test_names, n_eval))
         train_names = _spread(sorted(p.stem for p in (folder / "train" / "images").glob("*.jpg")), n_train)
-        train = load_camvid(root, split="train", names=train_names)
+        train = load_camvid_train(root, names=train_names)
         data = HybridData(
             "camvid", train, val, test, CAMVID_CLASSES, CAMVID_IGNORE_INDEX, None, len(CAMVID_CLASSES),
             (8, 9, 10),
@@ -402,15 +404,14 @@ def load_hybrid_data(
 def _seed_cache(
     cache: EmbeddingCache, sam: Sam, images: Sequence[np.ndarray], feats: EncoderFeatures
 ) -> None:
-    """Put already computed neck embeddings into a predictor cache (same keys as set_image uses)."""
+    """Put already computed neck embeddings into a predictor cache (the keys ``set_image`` uses)."""
+    name, fingerprint = model_name(sam), encoder_fingerprint(sam.image_encoder)
     for i, image in enumerate(images):
-        key = (model_name(sam), EmbeddingCache.image_key(np.ascontiguousarray(image)))
-        cache.put(
-            key,
-            CachedEmbedding(
-                feats.neck[i : i + 1].to(sam.device), feats.original_sizes[i], feats.input_sizes[i]
-            ),
+        key = (name, fingerprint, EmbeddingCache.image_key(as_uint8_rgb(image)))
+        entry = CachedEmbedding(
+            feats.neck[i : i + 1].to(sam.device), feats.original_sizes[i], feats.input_sizes[i]
         )
+        cache.put(key, entry)
 
 
 @dataclass
