@@ -27,16 +27,25 @@ __all__ = [
     "CAMVID_CLASSES",
     "CAMVID_IGNORE_INDEX",
     "DATASETS",
+    "DUBAI_CLASSES",
+    "DUBAI_IGNORE_INDEX",
+    "VOC_CLASSES",
+    "VOC_IGNORE_INDEX",
     "Sample",
     "data_root",
+    "dubai_tile",
     "instances_from_binary",
+    "labels_from_colors",
     "load_buildings_spacenet_rio",
+    "load_aerial_dubai",
     "load_camvid",
+    "load_camvid_train",
     "load_dataset",
     "load_mars_pits",
     "load_roads_deepglobe",
     "load_roads_eth",
     "load_ships_hrsid",
+    "load_voc_samples",
     "require_data",
     "split_names",
 ]
@@ -523,23 +532,47 @@ def load_mars_pits(
 
 
 def load_camvid(
-    root: str | Path | None = None, split: str | None = None, limit: int | None = None
+    root: str | Path | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[Sample]:
     """CamVid street scenes (480 x 360), SegNet's 11 classes: ``semantic`` holds class ids 0-10
     (:data:`CAMVID_CLASSES`) and :data:`CAMVID_IGNORE_INDEX` (11) for unlabelled pixels. Only the "val"
-    split is present (None means "val")."""
+    split is labelled for evaluation here (None means "val"); CamVid's training frames are read by
+    :func:`load_camvid_train`. ``names`` reads only those file stems."""
     _check_split(split, (None, "val"), "camvid")
     _check_limit(limit)
     folder = require_data("camvid", root)
+    return _camvid_samples(folder / "images", folder / "labels", "*.png", "val", limit, names)
+
+
+def load_camvid_train(
+    root: str | Path | None = None, limit: int | None = None, names: Sequence[str] | None = None
+) -> list[Sample]:
+    """CamVid's 367 training frames (images re-encoded as JPEG, original label PNGs), same classes and
+    ignore id as :func:`load_camvid`; ``meta["split"] == "train"``. ``names`` reads only those stems."""
+    _check_limit(limit)
+    folder = require_data("camvid", root) / "train"
+    return _camvid_samples(folder / "images", folder / "labels", "*.jpg", "train", limit, names)
+
+
+def _camvid_samples(
+    image_dir: Path, label_dir: Path, pattern: str, split: str, limit: int | None, names: Sequence[str] | None
+) -> list[Sample]:
+    paths = _files(image_dir, pattern)
+    if names is not None:
+        wanted = set(names)
+        paths = [p for p in paths if p.stem in wanted]
     samples = []
-    for path in _files(folder / "images", "*.png")[:limit]:
+    for path in paths[:limit]:
         image = _read_image(path)
-        labels = _read_grey(folder / "labels" / path.name).astype(np.int64)
+        labels = _read_grey(label_dir / f"{path.stem}.png").astype(np.int64)
         if labels.shape != image.shape[:2]:
             raise CorruptFileError(
                 f"camvid/{path.name}: label shape {labels.shape} != image {image.shape[:2]}."
             )
-        samples.append(Sample(path.stem, image, semantic=labels, dataset="camvid", meta={"split": "val"}))
+        samples.append(Sample(path.stem, image, semantic=labels, dataset="camvid", meta={"split": split}))
     return samples
 
 
@@ -562,3 +595,163 @@ def load_dataset(
     except KeyError:
         raise InvalidInputError(f"Unknown data set {name!r}; known: {', '.join(DATASETS)}.") from None
     return loader(root=root, split=split, limit=limit)
+
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+VOC_IGNORE_INDEX = 255
+DUBAI_CLASSES: tuple[str, ...] = ("Building", "Land", "Road", "Vegetation", "Water")
+DUBAI_IGNORE_INDEX = 255
+# The colours the aerial-dubai masks actually use (its classes.json palette does not match them).
+_DUBAI_COLORS: tuple[tuple[int, int, int], ...] = (
+    (60, 16, 152),
+    (132, 41, 246),
+    (110, 193, 228),
+    (254, 221, 58),
+    (226, 169, 41),
+)
+
+
+def _voc_palette(n: int = 256) -> np.ndarray:
+    """The standard PASCAL VOC colour map, (n, 3) uint8: bits of the class id spread over R, G, B."""
+    colors = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colors[i] = (r, g, b)
+    return colors
+
+
+def labels_from_colors(rgb: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: int) -> np.ndarray:
+    """Class-id map from an RGB label image: pixel colour ``colors[k]`` -> k, any other colour ->
+    ``ignore_index``.
+
+    Arguments:
+      rgb (np.ndarray): (H, W, 3) uint8 label image.
+      colors: one (r, g, b) per class id.
+      ignore_index (int): the id for colours not in ``colors`` (void, unlabelled).
+
+    Returns:
+      (np.ndarray): (H, W) int64 class ids.
+    """
+    arr = np.asarray(rgb)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        raise InvalidInputError(f"rgb must be (H, W, 3), got shape {arr.shape}.")
+    code = (arr[..., 0].astype(np.int64) << 16) | (arr[..., 1].astype(np.int64) << 8) | arr[..., 2]
+    table = {(int(r) << 16) | (int(g) << 8) | int(b): k for k, (r, g, b) in enumerate(colors)}
+    out = np.full(code.shape, ignore_index, dtype=np.int64)
+    for value, k in table.items():
+        out[code == value] = k
+    return out
+
+
+def _rgb_label_samples(
+    dataset: str,
+    image_paths: Sequence[Path],
+    label_path: Callable[[Path], Path],
+    colors: Sequence[Sequence[int]],
+    ignore_index: int,
+    split: str | None,
+) -> list[Sample]:
+    samples = []
+    for path in image_paths:
+        image = _read_image(path)
+        with Image.open(label_path(path)) as im:
+            labels = labels_from_colors(np.asarray(im.convert("RGB")), colors, ignore_index)
+        if labels.shape != image.shape[:2]:
+            raise DataNotFoundError(
+                f"{dataset}/{path.name}: label shape {labels.shape} != {image.shape[:2]}."
+            )
+        samples.append(Sample(path.stem, image, semantic=labels, dataset=dataset, meta={"split": split}))
+    return samples
+
+
+def load_voc_samples(
+    root: str | Path | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    test_fraction: float = 0.5,
+    seed: int = 0,
+) -> list[Sample]:
+    """14 PASCAL VOC 2012 val crops (513 x 513): ``semantic`` holds ids 0-20 (:data:`VOC_CLASSES`, 0 =
+    background) and :data:`VOC_IGNORE_INDEX` (255) for the void boundary colour.
+
+    ``split`` "train"/"test" uses :func:`split_names` (``test_fraction``, ``seed``); None: all 14.
+    """
+    _check_split(split, (None, "train", "test"), "voc-samples")
+    _check_limit(limit)
+    folder = require_data("voc-samples", root)
+    paths = _files(folder / "images", "*.png")
+    if split is not None:
+        train, test = split_names([p.stem for p in paths], test_fraction, seed)
+        keep = set(train if split == "train" else test)
+        paths = [p for p in paths if p.stem in keep]
+    colors = [tuple(int(v) for v in c) for c in _voc_palette(len(VOC_CLASSES))]
+    return _rgb_label_samples(
+        "voc-samples", paths[:limit], lambda p: folder / "labels" / p.name, colors, VOC_IGNORE_INDEX, split
+    )
+
+
+def dubai_tile(name: str) -> int:
+    """The tile number of an aerial-dubai sample name ``tileN_partK``."""
+    head = name.split("_", 1)[0]
+    if not head.startswith("tile") or not head[4:].isdigit():
+        raise InvalidInputError(f"Not an aerial-dubai sample name (tileN_partK): {name!r}.")
+    return int(head[4:])
+
+
+def load_aerial_dubai(
+    root: str | Path | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    tiles: Sequence[int] | None = None,
+) -> list[Sample]:
+    """Aerial Dubai tiles (509 x 544 to 1126 x 1058): ``semantic`` holds ids 0-4 (:data:`DUBAI_CLASSES`)
+    and :data:`DUBAI_IGNORE_INDEX` (255) for Unlabeled and black pixels.
+
+    Parts of one tile overlap in content and look alike, so split by tile: ``tiles`` keeps only those
+    tile numbers (1-6 here). ``split`` must be None (there is no official split).
+    """
+    _check_split(split, (None,), "aerial-dubai")
+    _check_limit(limit)
+    folder = require_data("aerial-dubai", root)
+    paths = _files(folder / "images", "*.jpg")
+    if tiles is not None:
+        wanted = {int(t) for t in tiles}
+        paths = [p for p in paths if dubai_tile(p.stem) in wanted]
+    return _rgb_label_samples(
+        "aerial-dubai",
+        paths[:limit],
+        lambda p: folder / "masks" / f"{p.stem}.png",
+        _DUBAI_COLORS,
+        DUBAI_IGNORE_INDEX,
+        split,
+    )
+
+
+DATASETS.update({"voc-samples": load_voc_samples, "aerial-dubai": load_aerial_dubai})

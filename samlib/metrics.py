@@ -20,6 +20,8 @@ import numpy as np
 from samlib.errors import InvalidInputError
 
 __all__ = [
+    "dice_from_confusion",
+    "semantic_report_scores",
     "best_match_ious",
     "binary_scores",
     "mask_iou_matrix",
@@ -473,3 +475,78 @@ def rotated_box_iou(
     inter = float(cv2.contourArea(cv2.convexHull(points)))
     union = area_a + area_b - inter
     return inter / union if union > 0 else 0.0
+
+
+def dice_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Per-class Dice 2 tp / (2 tp + fp + fn) from a confusion matrix; NaN for a class absent in both."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    den = cm.sum(axis=0) + cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), np.nan)
+
+
+def semantic_report_scores(
+    preds: Sequence[Any],
+    gts: Sequence[Any],
+    class_names: Sequence[str],
+    ignore_index: int | None = None,
+    background: int | None = None,
+) -> dict[str, float]:
+    """Semantic-segmentation scores of label maps: per-image ones and dataset-level ones.
+
+    Predictions may use the extra label ``len(class_names)`` for "no class assigned" (e.g. pixels no
+    detector box covered in a data set without a background class): it is never correct, so it counts
+    as a miss for the true class, and it is not scored as a class of its own.
+
+    Arguments:
+      preds (Sequence[np.ndarray]): (H, W) integer label maps in [0, K] with K = len(class_names).
+      gts (Sequence[np.ndarray]): (H, W) integer ground truth in [0, K) or ``ignore_index``.
+      class_names (Sequence[str]): the K class names; keys of the per-class scores are
+        ``iou_<name lower-cased>``.
+      ignore_index (int | None): ground-truth label of pixels left out of every score.
+      background (int | None): the background class, left out of ``iou_fg`` and ``dice_fg``.
+
+    Returns:
+      (dict[str, float]): "miou_report" — per image, the mean IoU over the classes present in the
+        ground truth or the prediction, then the mean over images; "iou_fg" / "dice_fg" — the same
+        without the background class; "miou" — the mean over classes of the IoU from one confusion
+        matrix summed over all images; "iou_<class>" — that dataset-level IoU per class (classes absent
+        from every ground truth and every prediction are left out).
+    """
+    k = len(class_names)
+    if k < 1:
+        raise InvalidInputError("class_names must name at least one class.")
+    if background is not None and not 0 <= background < k:
+        raise InvalidInputError(f"background must be a class id in [0, {k}), got {background}.")
+    pairs = list(zip(preds, gts, strict=True))
+    if not pairs:
+        raise InvalidInputError("semantic_report_scores needs at least one (pred, gt) pair.")
+    total = np.zeros((k + 1, k + 1), dtype=np.int64)
+    image_miou: list[float] = []
+    image_iou_fg: list[float] = []
+    image_dice_fg: list[float] = []
+    keep_fg = np.array([c != background for c in range(k)])
+    for pred, gt in pairs:
+        cm = confusion_matrix(pred, gt, k + 1, ignore_index)
+        total += cm
+        ious, dices = iou_from_confusion(cm)[:k], dice_from_confusion(cm)[:k]
+        present = ~np.isnan(ious)
+        if present.any():
+            image_miou.append(float(ious[present].mean()))
+        fg = present & keep_fg
+        if fg.any():
+            image_iou_fg.append(float(ious[fg].mean()))
+            image_dice_fg.append(float(dices[fg].mean()))
+    dataset_ious = iou_from_confusion(total)[:k]
+    nan = float("nan")
+    out = {
+        "miou_report": float(np.mean(image_miou)) if image_miou else nan,
+        "iou_fg": float(np.mean(image_iou_fg)) if image_iou_fg else nan,
+        "dice_fg": float(np.mean(image_dice_fg)) if image_dice_fg else nan,
+        "miou": float(np.nanmean(dataset_ious)) if (~np.isnan(dataset_ious)).any() else nan,
+    }
+    for name, value in zip(class_names, dataset_ious, strict=True):
+        if not np.isnan(value):
+            out[f"iou_{name.lower()}"] = float(value)
+    return out

@@ -5,7 +5,7 @@ Works with any matplotlib backend (Agg included); nothing here calls ``plt.show`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -17,6 +17,11 @@ from matplotlib.patches import Rectangle
 from samlib.errors import InvalidInputError
 
 __all__ = [
+    "class_colors",
+    "label_panels",
+    "metric_curves",
+    "per_class_bars",
+    "show_labels",
     "NEGATIVE_COLOR",
     "colorize",
     "label_maps_figure",
@@ -323,6 +328,93 @@ def split_bars(
     ax.legend(fontsize=7, ncols=min(4, len(methods)), loc="upper left", frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
+
+
+def class_colors(num_classes: int) -> np.ndarray:
+    """(num_classes + 2, 3) float RGB colours for label maps: classes 0..K-1 from matplotlib's tab20
+    (cycling), then grey for "no class" (id K) and black for ignored pixels (the last row)."""
+    if num_classes < 1:
+        raise InvalidInputError(f"num_classes must be >= 1, got {num_classes}.")
+    cmap = plt.get_cmap("tab20")
+    colors = [cmap(i % 20)[:3] for i in range(num_classes)]
+    return np.array([*colors, (0.75, 0.75, 0.75), (0.0, 0.0, 0.0)], dtype=float)
+
+
+def show_labels(
+    ax: Axes,
+    labels: np.ndarray,
+    num_classes: int,
+    ignore_index: int | None = None,
+    image: np.ndarray | None = None,
+    alpha: float = 0.6,
+    title: str | None = None,
+) -> None:
+    """Draw an (H, W) class-id map in :func:`class_colors` (id K = "no class" in grey, ``ignore_index``
+    in black), blended over ``image`` when given."""
+    lab = np.asarray(labels).astype(np.int64)
+    colors = class_colors(num_classes)
+    idx = np.where((lab >= 0) & (lab <= num_classes), lab, num_classes + 1)
+    if ignore_index is not None:
+        idx = np.where(lab == ignore_index, num_classes + 1, idx)
+    rgb = colors[idx]
+    if image is not None:
+        base = np.asarray(image, dtype=float)[..., :3] / 255.0
+        rgb = (1 - alpha) * base + alpha * rgb
+    show_image(ax, (rgb * 255).astype(np.uint8), title)
+
+
+def label_panels(
+    image: np.ndarray,
+    panels: Mapping[str, np.ndarray],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    ignore_index: int | None = None,
+    size: float = 3.2,
+    title: str | None = None,
+) -> Figure:
+    """One row: the image, then each label map of ``panels`` (title -> (H, W) class ids) side by side,
+    with a legend of the classes that appear."""
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(size * (len(panels) + 1), size), squeeze=False)
+    show_image(axes[0, 0], image, "image")
+    seen: set[int] = set()
+    for ax, (name, lab) in zip(axes[0, 1:], panels.items(), strict=True):
+        show_labels(ax, lab, num_classes, ignore_index, title=name)
+        seen |= {int(v) for v in np.unique(lab) if 0 <= v < num_classes}
+    if class_names is not None and seen:
+        colors = class_colors(num_classes)
+        handles = [Rectangle((0, 0), 1, 1, color=colors[c]) for c in sorted(seen)]
+        fig.legend(handles, [class_names[c] for c in sorted(seen)], loc="lower center",
+                   ncol=min(8, len(handles)), fontsize=8, frameon=False)  # fmt: skip
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.08 if class_names is not None else 0, 1, 1))
+    return fig
+
+
+def per_class_bars(
+    scores: Mapping[str, Mapping[str, float]],
+    class_names: Sequence[str],
+    prefix: str = "iou_",
+    title: str | None = None,
+    ylabel: str = "IoU",
+) -> Figure:
+    """Grouped bars: one group per class, one bar per method (``scores``: method -> {prefix + class
+    name lower-cased: value}); a class a method has no score for is drawn as 0."""
+    methods = list(scores)
+    if not methods:
+        raise InvalidInputError("per_class_bars needs at least one method.")
+    x = np.arange(len(class_names))
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.5 * len(class_names) + 2)), 3.8))
+    for i, method in enumerate(methods):
+        values = [float(scores[method].get(f"{prefix}{c.lower()}", 0.0)) for c in class_names]
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method, color=palette_color(i))
+    ax.set_xticks(x, list(class_names), rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncol=min(2, len(methods)), loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -359,3 +451,29 @@ def show_polygons_on_raster(
     ax.ticklabel_format(useOffset=False, style="plain")
     if title:
         ax.set_title(title)
+
+
+def metric_curves(
+    x: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    marks: Mapping[str, float] | None = None,
+) -> Figure:
+    """Line plot of several curves over the same ``x``; ``marks`` (curve name -> x) draws a dot on
+    each curve where it was chosen."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    xs = np.asarray(x, dtype=float)
+    for i, (name, ys) in enumerate(curves.items()):
+        ax.plot(xs, ys, marker="o", ms=3, label=name, color=palette_color(i))
+        if marks and name in marks:
+            j = int(np.argmin(np.abs(xs - marks[name])))
+            ax.plot(xs[j], ys[j], "o", ms=9, mfc="none", color=palette_color(i))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return fig
