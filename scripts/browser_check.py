@@ -101,7 +101,9 @@ def check_page(page: Any, url: str, rel: str, n_chapters: int) -> list[str]:
             problems.append(f"{rel}: images that did not load: {broken[:5]}")
     if page.locator("script[type='application/vnd.jupyter.widget-view+json']").count() > 0:
         try:
-            page.wait_for_selector(".widget-slider, .widget-dropdown, .jupyter-widgets", timeout=30_000)
+            page.wait_for_selector(
+                ".widget-slider, .widget-dropdown, .jupyter-widgets", state="attached", timeout=60_000
+            )
         except Exception:
             problems.append(f"{rel}: widget state embedded but no widget rendered")
     if rel == "book/results.html":
@@ -151,9 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 url = f"http://127.0.0.1:{port}/{rel}"
                 found = check_page(page, url, rel, n_chapters)
                 problems += found
-                page.screenshot(
-                    path=str(shots / (rel.replace("/", "__").removesuffix(".html") + ".png")), full_page=True
-                )
+                shot = shots / (rel.replace("/", "__").removesuffix(".html") + ".png")
+                page.screenshot(path=str(shot), full_page=True, timeout=300_000)  # long pages, slow CI
                 print(f"{'ok  ' if not found else 'FAIL'} {rel}")
             browser.close()
     finally:

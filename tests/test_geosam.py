@@ -184,6 +184,8 @@ def test_finetune_ablations_need_one_prompt_kind(tiny_sam) -> None:
 # +0.049, +0.015, +0.007; the 16 px one +0.060, +0.021, +0.023; weaker ones -0.010 to +0.023).
 # Both fail if fine-tuning is broken or trains towards the wrong target. The full setting's >= +0.05
 # is checked on its recorded run (test_recorded_full_run_meets_the_chapter_target).
+# Re-run of seed 0 after the DeepGlobe change (generated-scene code unchanged; 2026-12-01, one
+# thread, heavily loaded machine): unseen +0.052, familiar +0.074 (seeds 1-2 not re-run then).
 UNSEEN_MARGIN = 0.01
 FAMILIAR_MARGIN = 0.0
 
