@@ -254,6 +254,7 @@ def main() -> None:
         "--quick", action="store_true", help="smaller sizes and fewer repeats (a few minutes)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats of every A/B pair")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
         "--only", default="", help="comma-separated subset: prompts,box,amg,cache,finetune,encoder"
@@ -262,6 +263,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     q = args.quick
+
+    def reps(quick: int, full: int) -> int:
+        return args.repeats or (quick if q else full)
+
     only = set(filter(None, args.only.split(",")))
     sam = samlib.load_sam("teaching", device="cpu")
     load = os.getloadavg()
@@ -271,12 +276,12 @@ def main() -> None:
     )
     rows: list[dict] = []
     plan: list[tuple[str, Callable[[], object]]] = [
-        ("prompts", lambda: rows.append(bench_prompts(sam, 16 if q else 64, 1024, 2 if q else 5, "box"))),
-        ("prompts", lambda: rows.append(bench_prompts(sam, 16 if q else 64, 1024, 2 if q else 5, "point"))),
-        ("box", lambda: rows.append(bench_one_box(sam, 4096 if q else 8192, 2 if q else 5))),
-        ("amg", lambda: rows.append(bench_amg(sam, 8 if q else 16, 1 if q else 3))),
-        ("cache", lambda: rows.append(bench_cache(sam, 4096 if q else 8192, 3 if q else 7))),
-        ("finetune", lambda: rows.append(bench_finetune(sam, 8 if q else 32, 4, 3, 1 if q else 3))),
+        ("prompts", lambda: rows.append(bench_prompts(sam, 16 if q else 64, 1024, reps(2, 5), "box"))),
+        ("prompts", lambda: rows.append(bench_prompts(sam, 16 if q else 64, 1024, reps(2, 5), "point"))),
+        ("box", lambda: rows.append(bench_one_box(sam, 4096 if q else 8192, reps(2, 5)))),
+        ("amg", lambda: rows.append(bench_amg(sam, 8 if q else 16, reps(1, 3)))),
+        ("cache", lambda: rows.append(bench_cache(sam, 4096 if q else 8192, reps(3, 7)))),
+        ("finetune", lambda: rows.append(bench_finetune(sam, 8 if q else 32, 4, 3, reps(1, 3)))),
         ("encoder", lambda: rows.extend(bench_encoder(sam, [1, 4] if q else [1, 4, 16], 8 if q else 32))),
     ]
     for name, run in plan:
