@@ -32,7 +32,7 @@ import torch
 from segment_anything.modeling import MaskDecoder, Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from samlib.decoders import decode_many, trainable_decoder
+from samlib.decoders import trainable_decoder
 from samlib.embeddings import EmbeddedImages
 from samlib.errors import InvalidInputError
 from samlib.losses import dice_focal_loss
@@ -340,19 +340,14 @@ class GeoSAM:
         use_dense: bool = True,
         seed: int = 0,
         progress: bool = True,
-        prompt_pool: int = 8,
     ) -> list[float]:
         """Fine-tune a copy of the mask decoder (encoders frozen) and keep it as :attr:`decoder`.
 
-        Before training, ``prompt_pool`` sets of sparse prompts are drawn for every training image from
-        its CNN map (``probs``); their dense prompts (zero-shot SAM's answer to them) do not depend on the
-        decoder being trained, so each is computed once, in one decoder call for all draws of an image,
-        the first time the image is drawn. Every step
-        draws ``batch_size`` images and one prompt set of each from the pool, decodes the prompts of all
-        of them in one call (:func:`samlib.decoders.decode_many`), and compares the logits for every
-        prompted class with the ground truth ``targets`` ((H, W) label maps) at the original size with
-        Dice + focal loss (the mean over images). Optimiser: AdamW with cosine decay
-        (:func:`samlib.training.fit`), bf16 autocast on CUDA. The history is a function of ``seed``.
+        Every step draws ``batch_size`` training images; for each, fresh sparse prompts are sampled from
+        its CNN map (``probs``), the dense prompt is zero-shot SAM's answer to them, and the decoder's
+        logits for every prompted class are compared with the ground truth ``targets`` ((H, W) label
+        maps) at the original size with Dice + focal loss. Optimiser: AdamW with cosine decay
+        (:func:`samlib.training.fit`), bf16 autocast on CUDA.
 
         Returns:
           (list[float]): the loss of every step.
@@ -362,8 +357,6 @@ class GeoSAM:
             raise InvalidInputError(f"need one CNN map and one target per image, got {counts}.")
         if not use_sparse and not use_dense:
             raise InvalidInputError("use_sparse and use_dense cannot both be False.")
-        if prompt_pool < 1:
-            raise InvalidInputError(f"prompt_pool must be >= 1, got {prompt_pool}.")
         decoder = trainable_decoder(self.sam).to(self.device)
         rng = np.random.default_rng(seed)
         target_t = [torch.as_tensor(np.asarray(t)) for t in targets]
@@ -375,47 +368,23 @@ class GeoSAM:
             raise InvalidInputError(
                 "The CNN finds no confident foreground of any class in the training images."
             )
-        pool = [self._prompt_pool(embedded, probs, i, prompt_pool, rng, dense=False) for i in usable]
-        densified = [False] * len(usable)
-        pe = self.sam.prompt_encoder
-        tr = ResizeLongestSide(int(self.sam.image_encoder.img_size))
-        dev = self.device
 
         def loss_fn(batch: np.ndarray) -> torch.Tensor:
-            rows = []
+            losses = []
             for j in batch:
-                j = int(j)
-                if use_dense and not densified[j]:
-                    pool[j] = self._densify(embedded, usable[j], pool[j])
-                    densified[j] = True
-                draws = pool[j]
-                pr = draws[int(rng.integers(len(draws)))]
-                if len(pr):
-                    rows.append((usable[int(j)], pr))
-            if not rows:
-                return torch.zeros((), device=dev, requires_grad=True)
-            emb = torch.cat([embedded.embeddings[i : i + 1].expand(len(pr), -1, -1, -1) for i, pr in rows])
-            points = None
-            if use_sparse:
-                coords = [
-                    tr.apply_coords_torch(
-                        torch.as_tensor(pr.coords, dtype=torch.float32), embedded.original_sizes[i]
-                    )
-                    for i, pr in rows
-                ]
-                labels = [torch.as_tensor(pr.labels, dtype=torch.int64) for _, pr in rows]
-                points = (torch.cat(coords).to(dev), torch.cat(labels).to(dev))
-            dense_in = None
-            if use_dense:
-                dense_in = torch.cat([torch.as_tensor(pr.dense) for _, pr in rows]).to(dev)
-            sparse, dense = pe(points=points, boxes=None, masks=dense_in)
-            low, _ = decode_many(decoder, emb.to(dev), pe.get_dense_pe(), sparse, dense)
-            losses, start = [], 0
-            for i, pr in rows:
-                logits = embedded.logits_to_original(low[start : start + len(pr)].float(), i)
-                start += len(pr)
+                i = usable[int(j)]
+                pr = sample_class_prompts(probs[i], self.class_ids, self.n_fg, self.n_bg, rng,
+                                          self.fg_thresh, self.bg_thresh)  # fmt: skip
+                if len(pr) == 0:
+                    continue
+                if use_dense:
+                    pr = self.dense_prompts(embedded, i, pr)
+                low = self._forward(decoder, embedded, i, pr, use_sparse, use_dense)
+                logits = embedded.logits_to_original(low.float(), i)
                 tgt = torch.stack([target_t[i] == int(c) for c in pr.class_ids])[:, None].to(logits.device)
                 losses.append(dice_focal_loss(logits, tgt.float()))
+            if not losses:
+                return torch.zeros((), device=self.device, requires_grad=True)
             return torch.stack(losses).mean()
 
         decoder.train()
@@ -426,40 +395,6 @@ class GeoSAM:
         )  # fmt: skip
         self.decoder = decoder.eval()
         return history
-
-    @torch.no_grad()
-    def _prompt_pool(
-        self, embedded: EmbeddedImages, probs: Sequence[np.ndarray], index: int, size: int,
-        rng: np.random.Generator, dense: bool,
-    ) -> list[ClassPrompts]:  # fmt: skip
-        """``size`` draws of sparse prompts for image ``index``, with their dense prompts if ``dense``
-        (zero-shot SAM's logits for all draws in one decoder call)."""
-        draws = [
-            sample_class_prompts(
-                probs[index], self.class_ids, self.n_fg, self.n_bg, rng, self.fg_thresh, self.bg_thresh
-            )  # fmt: skip
-            for _ in range(size)
-        ]
-        return self._densify(embedded, index, draws) if dense else draws
-
-    @torch.no_grad()
-    def _densify(self, embedded: EmbeddedImages, index: int, draws: list[ClassPrompts]) -> list[ClassPrompts]:
-        """``draws`` of image ``index`` with their dense prompts, all in one zero-shot decoder call."""
-        if not any(len(d) for d in draws):
-            return draws
-        full = [d for d in draws if len(d)]
-        low = self.decode(
-            self.sam.mask_decoder, embedded.embeddings[index : index + 1], embedded.original_sizes[index],
-            np.concatenate([d.coords for d in full]), np.concatenate([d.labels for d in full]), None,
-        ).float().cpu().numpy()  # fmt: skip
-        out, start = [], 0
-        for d in draws:
-            if len(d):
-                out.append(ClassPrompts(d.class_ids, d.coords, d.labels, low[start : start + len(d)]))
-                start += len(d)
-            else:
-                out.append(d)
-        return out
 
 
 # ----------------------------------------------------------------------------------------------- figures
