@@ -53,7 +53,7 @@ $(STAMP): pyproject.toml
 	  || { echo "error: $(PYTHON) is older than Python 3.10; run e.g. make PYTHON=python3.11"; exit 1; }
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install $(TORCH_PIP_ARGS) torch==2.13.0
-	$(BIN)/python -m pip install -e '.[book,dev]'
+	$(BIN)/python -m pip install -e '.[book,dev,geo]'
 	@touch $@
 
 vendor: $(VENDOR_STAMP)

@@ -21,9 +21,11 @@ from samlib import data, errors, metrics, prompts, results, utils  # noqa: E402
 from samlib.data import data_root  # noqa: E402
 from samlib.errors import (  # noqa: E402
     CheckpointUnavailableError,
+    CorruptFileError,
     DataNotFoundError,
     InvalidInputError,
     SamlibError,
+    TrainingDivergedError,
 )
 from samlib.results import read_results, write_results  # noqa: E402
 from samlib.utils import default_device, seed_everything  # noqa: E402
@@ -38,11 +40,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointUnavailableError",
+    "CorruptFileError",
     "DataNotFoundError",
     "EmbeddedImages",
     "InvalidInputError",
     "PromptPredictor",
     "SamlibError",
+    "TrainingDivergedError",
     "__version__",
     "data",
     "data_root",
