@@ -320,3 +320,14 @@ def test_chapter_records_every_contract_key() -> None:
             assert set(row) >= {"miou", "oiou", "p50", "p60", "p70", "p80", "p90"}
             assert all(0.0 <= v <= 1.0 for v in row.values())
     assert set(res["grounding_generated"]) >= {"acc50", "mean_box_iou"}
+
+
+SEEDS_NOTE = """Smoke runs, seeds 0, 1, 2 (teaching SAM, oracle boxes, generated test scenes): see the asserts."""
+
+
+@pytest.mark.notebook
+def test_chapter_trained_grounder_beats_the_centre_box() -> None:
+    res = run_notebook(CHAPTER)["results"]
+    grounder, centre = res["grounding_generated"], res["grounding_centre_box_generated"]
+    assert grounder["acc50"] > centre["acc50"], (grounder, centre)
+    assert grounder["mean_box_iou"] > centre["mean_box_iou"], (grounder, centre)

@@ -55,6 +55,7 @@ __all__ = [
     "sam_with_mask_decoder",
     "segment_referred",
     "segment_samples",
+    "try_it_figure",
 ]
 
 STAGE2_METHODS: tuple[str, ...] = ("filled_box", "box_only", "box_cfpg", "box_mbo", "pslg_sam")
@@ -468,3 +469,23 @@ def plot_failures(run: SegmentationRun, grounder: str, cases: Sequence[int], met
         ax.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+def try_it_figure(
+    predictor: PromptPredictor,
+    grounder: Grounder,
+    samples: Sequence[ReferringSample],
+    sentence: str,
+    cfpg: Mapping[str, Any] | None = None,
+    mbo: Mapping[str, Any] | None = None,
+) -> Any:
+    """The chapter's interactive figure: ground ``sentence`` (on the image of the sample it belongs to,
+    else on the first sample's image), then box-only SAM and PSLG-SAM side by side."""
+    import dataclasses
+
+    if not samples:
+        raise InvalidInputError("try_it_figure needs at least one sample.")
+    base = next((s for s in samples if s.sentence == sentence), samples[0])
+    box = grounder.ground(base.image, sentence).box
+    referred = segment_referred(predictor, base.image, box, ("box_only", "pslg_sam"), cfpg=cfpg, mbo=mbo)
+    return plot_referred(dataclasses.replace(base, sentence=sentence), referred, ["box_only", "pslg_sam"])
