@@ -14,9 +14,13 @@ unavailable, as they would be without the shim; SAM does not use them.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -142,11 +146,41 @@ def ensure_torchvision_ops() -> str:
                 loaded = False
     if not loaded:
         _define_fallback_ops()
-    import torchvision.ops.boxes  # noqa: F401  (needs the schemas defined above)
-
-    if not loaded:
-        # boxes.nms calls a module-level _assert_has_ops that raises without the extension; our
-        # kernel is registered, so the check no longer applies to nms (roi_align etc. still raise).
-        sys.modules["torchvision.ops.boxes"]._assert_has_ops = lambda: None  # type: ignore[attr-defined]
+        # torchvision.ops.boxes.nms calls a module-level _assert_has_ops that raises without the
+        # extension; our kernel is registered, so the check no longer applies to nms (roi_align etc.
+        # still raise). Importing torchvision here would cost seconds (it imports torch._dynamo), so
+        # the patch is applied when torchvision.ops.boxes is first imported, by whoever imports it.
+        if "torchvision.ops.boxes" in sys.modules:
+            _unlock_nms(sys.modules["torchvision.ops.boxes"])
+        else:
+            sys.meta_path.insert(0, _PatchOnImport())
     _MODE = "native" if loaded else "fallback"
     return _MODE
+
+
+def _unlock_nms(boxes_module: types.ModuleType) -> None:
+    boxes_module._assert_has_ops = lambda: None  # type: ignore[attr-defined]
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself; when ``torchvision.ops.boxes`` is imported it wraps that module's loader
+    so that :func:`_unlock_nms` runs right after the module has executed."""
+
+    def find_spec(
+        self, fullname: str, path: Any, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "torchvision.ops.boxes":
+            return None
+        sys.meta_path.remove(self)  # once only; the other finders locate the real module
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        original = loader.exec_module
+
+        def exec_module(module: types.ModuleType) -> None:
+            original(module)
+            _unlock_nms(module)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec

@@ -20,6 +20,7 @@ import numpy as np
 from samlib.errors import InvalidInputError
 
 __all__ = [
+    "best_match_ious",
     "binary_scores",
     "box_iou",
     "confusion_counts",
@@ -28,10 +29,13 @@ __all__ = [
     "iou",
     "iou_from_confusion",
     "mean_iou",
+    "object_scores",
     "overall_iou",
     "per_class_iou",
     "precision_at_iou",
     "referring_scores",
+    "segmentation_scores",
+    "semantic_scores",
 ]
 
 DEFAULT_IOU_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -213,6 +217,135 @@ def binary_scores(preds: Any, gts: Any, average: str = "micro") -> dict[str, flo
         return _scores(tp, fp, fn, tn)
     per_image = [_scores(*c) for c in counts]
     return {key: float(np.mean([s[key] for s in per_image])) for key in per_image[0]}
+
+
+def segmentation_scores(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> dict[str, float]:
+    """The paper's pixel metrics, pooled over all images (micro).
+
+    Returns:
+      dict with "miou" (mean of the landform IoU and the background IoU), "iou" (landform only), "f1",
+      "accuracy", "precision", "recall" (landform class).
+    """
+    fg = binary_scores(list(preds), list(gts), average="micro")
+    bg = binary_scores([~np.asarray(p, bool) for p in preds], [~np.asarray(g, bool) for g in gts], "micro")
+    return {
+        "miou": 0.5 * (fg["iou"] + bg["iou"]),
+        "iou": fg["iou"],
+        "f1": fg["f1"],
+        "accuracy": fg["accuracy"],
+        "precision": fg["precision"],
+        "recall": fg["recall"],
+    }
+
+
+def _box_slices(box: np.ndarray, shape: tuple[int, int]) -> tuple[slice, slice]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = shape
+    c0, c1 = int(np.clip(np.floor(x0), 0, w)), int(np.clip(np.ceil(x1), 0, w))
+    r0, r1 = int(np.clip(np.floor(y0), 0, h)), int(np.clip(np.ceil(y1), 0, h))
+    return slice(r0, max(r1, r0 + 1)), slice(c0, max(c1, c0 + 1))
+
+
+def object_scores(
+    preds: Sequence[np.ndarray] | np.ndarray,
+    boxes: Sequence[np.ndarray] | np.ndarray,
+    cover: float = 0.2,
+    inside: float = 0.5,
+    min_area: int = 16,
+) -> dict[str, float]:
+    """Object-level scores of binary masks against boxes (no true masks needed), pooled over images.
+
+    * object recall: the fraction of boxes whose area the prediction covers by at least ``cover``;
+    * object precision: the fraction of predicted connected components (8-connected, at least
+      ``min_area`` pixels) with at least ``inside`` of their pixels inside the union of the boxes.
+
+    Empty denominators follow :mod:`samlib.metrics`: 1.0 when nothing was to be found and nothing was
+    predicted, else 0.0.
+
+    Arguments:
+      preds (Sequence[np.ndarray] | np.ndarray): one (H, W) mask or a sequence of them.
+      boxes (Sequence[np.ndarray] | np.ndarray): one (K, 4) array per image (x0, y0, x1, y1).
+
+    Returns:
+      dict with "object_recall", "object_precision", "object_f1", "n_boxes", "n_components".
+    """
+    import cv2  # lazily: the rest of this module needs only numpy
+
+    if isinstance(preds, np.ndarray) and preds.ndim == 2:
+        preds, boxes = [preds], [np.asarray(boxes)]
+    if len(preds) != len(boxes):
+        raise InvalidInputError(f"got {len(preds)} masks for {len(boxes)} box arrays.")
+    hits = n_boxes = good = n_comp = 0
+    for pred, bxs in zip(preds, boxes, strict=True):
+        p = np.asarray(pred).astype(bool)
+        if p.ndim != 2:
+            raise InvalidInputError(f"masks must be (H, W), got shape {p.shape}.")
+        b = np.asarray(bxs, dtype=np.float64).reshape(-1, 4)
+        covered = np.zeros(p.shape, bool)
+        for box in b:
+            sl = _box_slices(box, p.shape)
+            covered[sl] = True
+            n_boxes += 1
+            hits += int(p[sl].mean() >= cover)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(p.astype(np.uint8), connectivity=8)
+        for k in range(1, count):
+            if stats[k, cv2.CC_STAT_AREA] < min_area:
+                continue
+            n_comp += 1
+            good += int(covered[labels == k].mean() >= inside)
+    recall = hits / n_boxes if n_boxes else (1.0 if n_comp == 0 else 0.0)
+    precision = good / n_comp if n_comp else (1.0 if n_boxes == 0 else 0.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {
+        "object_recall": float(recall),
+        "object_precision": float(precision),
+        "object_f1": float(f1),
+        "n_boxes": float(n_boxes),
+        "n_components": float(n_comp),
+    }
+
+
+def best_match_ious(candidates: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For each target mask (K, H, W) the IoU of the best-matching candidate (M, H, W); 0 if M = 0."""
+    t = np.asarray(targets, bool).reshape(len(targets), -1).astype(np.float32)
+    if len(candidates) == 0:
+        return np.zeros(len(t), np.float32)
+    c = np.asarray(candidates, bool).reshape(len(candidates), -1).astype(np.float32)
+    inter = t @ c.T
+    union = t.sum(1)[:, None] + c.sum(1)[None] - inter
+    return (inter / np.maximum(union, 1)).max(axis=1)
+
+
+def semantic_scores(
+    preds: Sequence[np.ndarray],
+    gts: Sequence[np.ndarray],
+    classes: Sequence[str],
+    mean_over: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Dataset-level IoU per class (confusion matrix summed over images) and their mean.
+
+    Arguments:
+      classes: class names by label value, e.g. ``MOBILITY_CLASSES``.
+      mean_over: label values averaged into ``miou`` (default: every class but 0, the background;
+        classes absent from both predictions and ground truth are left out).
+
+    Returns:
+      (dict[str, float]): ``iou_<name>`` for each class present somewhere, and ``miou``.
+    """
+    if len(preds) != len(gts) or not preds:
+        raise InvalidInputError(
+            f"need as many predictions as ground truths (>= 1), got {len(preds)}, {len(gts)}."
+        )
+    n = len(classes)
+    cm = sum(
+        confusion_matrix(np.asarray(p, np.int64), np.asarray(g, np.int64), n)
+        for p, g in zip(preds, gts, strict=True)
+    )
+    ious = iou_from_confusion(np.asarray(cm))
+    out = {f"iou_{name}": float(v) for name, v in zip(classes, ious, strict=True) if np.isfinite(v)}
+    keep = [i for i in (mean_over if mean_over is not None else range(1, n)) if np.isfinite(ious[i])]
+    out["miou"] = float(np.mean(ious[keep])) if keep else 0.0
+    return out
 
 
 # ------------------------------------------------------------------------------------- referring

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import importlib
 import os
 import re
 import tempfile
@@ -26,6 +25,7 @@ from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
 from samlib.errors import CheckpointUnavailableError, InvalidInputError
+from samlib.teaching.model import load_teaching_sam
 from samlib.utils import resolve_device
 
 __all__ = [
@@ -250,7 +250,7 @@ def infer_sam_arch(state_dict: Mapping[str, Any]) -> str:
         raise InvalidInputError(
             f"SAM checkpoint with {depth} encoder blocks of width {dim} matches none of vit_b (12x768), "
             "vit_l (24x1024), vit_h (32x1280). Teaching-size checkpoints must be saved as a dict with a "
-            "'config' key (see samlib.teaching)."
+            "'config' key (see samlib.teaching.model)."
         ) from None
 
 
@@ -278,16 +278,6 @@ def _read_checkpoint(path: Path) -> Any:
         ) from e
 
 
-def _teaching_loader() -> Any:
-    try:
-        return importlib.import_module("samlib.teaching").load_teaching_sam
-    except (ImportError, AttributeError) as e:
-        raise InvalidInputError(
-            "The teaching model needs samlib.teaching.load_teaching_sam, which is not available here "
-            f"({type(e).__name__}: {e})."
-        ) from e
-
-
 def _set_name(sam: Sam, name: str) -> None:
     setattr(sam, "samlib_name", name)  # noqa: B010  (Sam declares no such attribute)
 
@@ -297,7 +287,7 @@ def load_sam(name: str = "teaching", device: str | torch.device | None = None) -
 
     Arguments:
       name (str): "vit_b", "vit_l" or "vit_h" (Meta's checkpoints, downloaded to :func:`cache_dir`);
-        "teaching" (the book's small model, :func:`samlib.teaching.load_teaching_sam`); or the path of a
+        "teaching" (the book's small model, :func:`samlib.teaching.model.load_teaching_sam`); or the path of a
         ``.pth``/``.pt`` file: an official-style SAM state dict (architecture inferred) or a teaching
         checkpoint (a dict with a "config" key).
 
@@ -311,7 +301,7 @@ def load_sam(name: str = "teaching", device: str | torch.device | None = None) -
         _load_state(sam, _read_checkpoint(path), str(path))
         _set_name(sam, name)
     elif name == "teaching":
-        sam = _teaching_loader()(device=dev)
+        sam = load_teaching_sam(device=dev)
         _set_name(sam, getattr(sam, "samlib_name", None) or "teaching")
     else:
         path = Path(name).expanduser()
@@ -324,7 +314,7 @@ def load_sam(name: str = "teaching", device: str | torch.device | None = None) -
             raise InvalidInputError(f"Checkpoint file {path} does not exist (or is not a file).")
         obj = _read_checkpoint(path)
         if isinstance(obj, dict) and "config" in obj:
-            sam = _teaching_loader()(path, device=dev)
+            sam = load_teaching_sam(path, device=dev)
             # The full path, not just the file name: two runs' "teaching.pt" must not share cached embeddings.
             _set_name(sam, f"teaching:{path.resolve()}")
         else:

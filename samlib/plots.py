@@ -18,12 +18,18 @@ from samlib.errors import InvalidInputError
 
 __all__ = [
     "NEGATIVE_COLOR",
+    "colorize",
+    "label_maps_figure",
     "PALETTE",
     "POSITIVE_COLOR",
     "image_grid",
+    "method_bars",
+    "multimask_figure",
     "overlay",
     "palette_color",
+    "plot_rows",
     "show_boxes",
+    "show_comparison",
     "show_image",
     "show_mask",
     "show_points",
@@ -158,3 +164,124 @@ def image_grid(
             ax.set_title(titles[i], fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def show_comparison(
+    image: np.ndarray,
+    panels: Sequence[tuple[str, np.ndarray | None]],
+    boxes: np.ndarray | None = None,
+    axes: Sequence[Any] | None = None,
+    size: float = 3.0,
+) -> Any:
+    """The image with its boxes, then one overlay per (title, mask) panel (None: "not available").
+
+    Returns the matplotlib Figure.
+    """
+    n = 1 + len(panels)
+    if axes is None:
+        fig, ax_arr = plt.subplots(1, n, figsize=(size * n, size), squeeze=False)
+        axes = list(ax_arr[0])
+    else:
+        fig = axes[0].figure
+    show_image(axes[0], image, "image + boxes")
+    if boxes is not None:
+        show_boxes(axes[0], boxes, color=(1.0, 0.9, 0.0))
+    for ax, (title, mask) in zip(axes[1:], panels, strict=True):
+        show_image(ax, image, title)
+        if mask is None:
+            ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes, color="w")
+        else:
+            show_mask(ax, np.asarray(mask, bool), (0.0, 0.8, 1.0), 0.5)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rows(
+    images: Sequence[np.ndarray],
+    rows: dict[str, Sequence[np.ndarray | None]],
+    boxes: Sequence[np.ndarray] | None = None,
+    size: float = 3.0,
+) -> Any:
+    """A grid with one row per ``{title: masks}`` entry and one column per image (masks overlaid).
+
+    ``boxes``: when given, drawn on every panel of the first row. Returns the matplotlib Figure.
+    """
+    n = len(images)
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n, size * len(rows)), squeeze=False)
+    for r, (title, masks) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            show_image(ax, images[c], title)
+            if masks[c] is not None:
+                show_mask(ax, np.asarray(masks[c], bool), (0.0, 0.45, 0.7), 0.5)
+            if boxes is not None and r == 0:
+                show_boxes(ax, boxes[c], color=(1.0, 0.9, 0.0))
+    fig.tight_layout()
+    return fig
+
+
+def multimask_figure(image: np.ndarray, prediction: Any, points: np.ndarray, size: float = 3.0) -> Figure:
+    """The masks SAM proposed for one point prompt, highest predicted IoU first, one panel each.
+
+    Arguments:
+      image (np.ndarray): (H, W, 3) the prompted image.
+      prediction (samlib.predict.Prediction): masks (K, H, W) and scores (K,) for that prompt.
+      points (np.ndarray): (N, 2) the positive clicks, drawn on every panel.
+
+    Returns:
+      (Figure): K panels titled with each mask's predicted IoU.
+    """
+    order = np.argsort(-np.asarray(prediction.scores))
+    fig, axes = plt.subplots(1, len(order), figsize=(size * len(order), size + 0.4), squeeze=False)
+    for ax, k in zip(axes[0], order, strict=True):
+        title = f"predicted IoU {prediction.scores[k]:.2f}"
+        overlay(image, prediction.masks[k], points, np.ones(len(points), int), ax=ax, title=title)
+    fig.tight_layout()
+    return fig
+
+
+def method_bars(
+    results: dict[str, dict[str, float]],
+    methods: Sequence[str],
+    splits: Sequence[str],
+    metric: str = "miou",
+    title: str | None = None,
+) -> Figure:
+    """Grouped bars of ``results[f"{method}_{split}"][metric]``: one group per method, a bar per split.
+
+    Missing entries are left as gaps. Returns the Figure.
+    """
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(methods)), 3.4))
+    width = 0.8 / max(1, len(splits))
+    for k, split in enumerate(splits):
+        vals = [results.get(f"{m}_{split}", {}).get(metric, np.nan) for m in methods]
+        ax.bar(np.arange(len(methods)) + k * width, vals, width, label=split, color=palette_color(k))
+    ax.set_xticks(np.arange(len(methods)) + width * (len(splits) - 1) / 2, methods, rotation=30, ha="right")
+    ax.set_ylabel(metric)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def colorize(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """An (H, W) label map as an (H, W, 3) uint8 image: label k gets ``colors[k]`` ((K, 3) uint8)."""
+    lab, cols = np.asarray(labels), np.asarray(colors, np.uint8)
+    if cols.ndim != 2 or cols.shape[1] != 3:
+        raise InvalidInputError(f"colors must be (K, 3) RGB, got shape {cols.shape}.")
+    if lab.size and (lab.min() < 0 or lab.max() >= len(cols)):
+        raise InvalidInputError(f"labels span [{lab.min()}, {lab.max()}]; only {len(cols)} colours given.")
+    return cols[lab]
+
+
+def label_maps_figure(
+    image: np.ndarray,
+    truth: np.ndarray,
+    maps: dict[str, np.ndarray],
+    colors: np.ndarray,
+    size: float = 2.6,
+) -> Figure:
+    """One row: the image, its ground-truth label map, then each named predicted label map (coloured)."""
+    panels = [image, colorize(truth, colors)] + [colorize(m, colors) for m in maps.values()]
+    return image_grid(panels, ["image", "ground truth", *maps], ncols=len(panels), size=size)

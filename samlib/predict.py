@@ -3,8 +3,7 @@
 * :class:`PromptPredictor` adds an LRU cache of image embeddings (the image encoder is ~99% of SAM's
   compute, so prompting the same image again must not re-run it), input validation with clear errors,
   and batched prompting: many boxes/points for one image in one decoder call.
-* :func:`embed_images` computes embeddings for a list of images, for training decoders on cached
-  embeddings.
+* Training decoders on cached embeddings of many images lives in :mod:`samlib.embeddings`.
 
 Embeddings are computed under ``torch.no_grad`` rather than ``torch.inference_mode``: inference tensors
 cannot be saved for backward, and cached embeddings are meant to be fed to trainable decoders. Mask
@@ -15,17 +14,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
-from tqdm.auto import tqdm
 
 from samlib.errors import InvalidInputError, SamlibError
 from samlib.models import model_name
@@ -33,11 +29,10 @@ from samlib.utils import as_uint8_rgb
 
 __all__ = [
     "CachedEmbedding",
-    "EmbeddedImages",
     "EmbeddingCache",
     "Prediction",
     "PromptPredictor",
-    "embed_images",
+    "encoder_fingerprint",
 ]
 
 
@@ -56,11 +51,27 @@ class CachedEmbedding:
     input_size: tuple[int, int]
 
 
-class EmbeddingCache:
-    """LRU cache of image embeddings keyed by (model name, image digest).
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """A cheap digest of an image encoder's *current* weights, for embedding-cache keys.
 
-    The key assumes a model's image encoder does not change under the same name: after fine-tuning the
-    encoder in place, call :meth:`clear`. (Training only decoders keeps the cache valid.)
+    It hashes each parameter and buffer's name, shape, storage address and version counter. Any in-place
+    update (an optimiser step, ``load_state_dict``, merging LoRA) bumps a tensor's version counter, and
+    adding or removing modules (injecting an adapter) changes the names, so embeddings computed before
+    the change are never served after it. Hashing the weights' bytes would be exact too, but costs a full
+    pass over ViT-H's 2.5 GB on every ``set_image``; this costs microseconds.
+    """
+    digest = hashlib.sha1()
+    for name, t in [*encoder.named_parameters(), *encoder.named_buffers()]:
+        digest.update(f"{name}{tuple(t.shape)}{t.data_ptr()}{t._version};".encode())
+    return digest.hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """LRU cache of image embeddings keyed by (model name, encoder fingerprint, image digest).
+
+    The encoder fingerprint (:func:`encoder_fingerprint`) changes whenever the encoder's weights change
+    in place, so fine-tuning the encoder (e.g. LoRA) never serves embeddings of the old weights; training
+    only decoders keeps the cache valid.
     """
 
     def __init__(self, maxsize: int = 32) -> None:
@@ -69,7 +80,7 @@ class EmbeddingCache:
         self.maxsize = maxsize
         self.hits = 0
         self.misses = 0
-        self._store: OrderedDict[tuple[str, str], CachedEmbedding] = OrderedDict()
+        self._store: OrderedDict[tuple[str, ...], CachedEmbedding] = OrderedDict()
 
     @staticmethod
     def image_key(image: np.ndarray) -> str:
@@ -78,7 +89,7 @@ class EmbeddingCache:
         digest.update(np.ascontiguousarray(image).tobytes())
         return digest.hexdigest()
 
-    def get(self, key: tuple[str, str]) -> CachedEmbedding | None:
+    def get(self, key: tuple[str, ...]) -> CachedEmbedding | None:
         entry = self._store.get(key)
         if entry is None:
             self.misses += 1
@@ -87,7 +98,7 @@ class EmbeddingCache:
         self.hits += 1
         return entry
 
-    def put(self, key: tuple[str, str], entry: CachedEmbedding) -> None:
+    def put(self, key: tuple[str, ...], entry: CachedEmbedding) -> None:
         self._store[key] = entry
         self._store.move_to_end(key)
         while len(self._store) > self.maxsize:
@@ -196,7 +207,11 @@ class PromptPredictor:
         The encoder runs only if this (model, image) pair is not in the cache.
         """
         image = as_uint8_rgb(image)
-        key = (model_name(self.sam), EmbeddingCache.image_key(image))
+        key = (
+            model_name(self.sam),
+            encoder_fingerprint(self.sam.image_encoder),
+            EmbeddingCache.image_key(image),
+        )
         entry = self.cache.get(key)
         if entry is None:
             with torch.no_grad():
@@ -348,75 +363,3 @@ class PromptPredictor:
             scores=scores.float().cpu().numpy(),
             low_res_logits=low_res.float().cpu().numpy(),
         )
-
-
-@dataclass
-class EmbeddedImages:
-    """Image embeddings plus the geometry needed to map decoder logits back to each image.
-
-    Attributes:
-      embeddings (torch.Tensor): float32 on CPU, shape (N, C, h, w).
-      original_sizes (list[tuple[int, int]]): (H, W) of each image as given.
-      input_sizes (list[tuple[int, int]]): (H', W') after resizing the long side to ``img_size``.
-      img_size (int): the encoder's square input size (1024 for official SAM).
-    """
-
-    embeddings: torch.Tensor
-    original_sizes: list[tuple[int, int]]
-    input_sizes: list[tuple[int, int]]
-    img_size: int
-
-    def __len__(self) -> int:
-        return int(self.embeddings.shape[0])
-
-    def logits_to_original(self, logits: torch.Tensor, index: int) -> torch.Tensor:
-        """Upscale low-res logits of image ``index`` to its original size (as ``Sam.postprocess_masks``).
-
-        Arguments:
-          logits (torch.Tensor): (B, K, h, w) low-res decoder logits.
-
-        Returns:
-          (torch.Tensor): (B, K, H, W) logits at the original image size.
-        """
-        if logits.dim() != 4:
-            raise InvalidInputError(f"logits must have shape (B, K, h, w), got {tuple(logits.shape)}.")
-        up = F.interpolate(logits, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
-        h, w = self.input_sizes[index]
-        return F.interpolate(
-            up[..., :h, :w], self.original_sizes[index], mode="bilinear", align_corners=False
-        )
-
-
-def embed_images(
-    sam: Sam, images: Sequence[np.ndarray], batch_size: int = 4, progress: bool = True
-) -> EmbeddedImages:
-    """Run SAM's image encoder on ``images`` (each (H, W, 3) uint8 RGB; sizes may differ).
-
-    Returns:
-      (EmbeddedImages): embeddings (N, C, h, w) on CPU plus per-image original and input sizes.
-    """
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}.")
-    if len(images) == 0:
-        raise InvalidInputError("embed_images needs at least one image.")
-    img_size = int(sam.image_encoder.img_size)
-    transform = ResizeLongestSide(img_size)
-    device = sam.device
-    chunks: list[torch.Tensor] = []
-    original_sizes: list[tuple[int, int]] = []
-    input_sizes: list[tuple[int, int]] = []
-    with tqdm(total=len(images), desc="Embedding images", disable=not progress) as bar:
-        for start in range(0, len(images), batch_size):
-            batch = []
-            for image in images[start : start + batch_size]:
-                rgb = as_uint8_rgb(image)
-                resized = transform.apply_image(rgb)
-                original_sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
-                input_sizes.append((int(resized.shape[0]), int(resized.shape[1])))
-                x = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()
-                batch.append(sam.preprocess(x[None])[0])  # normalise and pad to img_size x img_size
-            with torch.no_grad():
-                features = sam.image_encoder(torch.stack(batch))
-            chunks.append(features.float().cpu())
-            bar.update(len(batch))
-    return EmbeddedImages(torch.cat(chunks), original_sizes, input_sizes, img_size)

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from samlib.errors import InvalidInputError
-from samlib.utils import autocast_context
+from samlib.utils import autocast_context, resolve_device
 
 __all__ = ["fit", "cosine_with_warmup"]
 
@@ -47,14 +47,16 @@ def fit(
 ) -> list[float]:
     """Minimise ``loss_fn`` over mini-batches of item indices with AdamW and a cosine schedule.
 
-    Args:
-        parameters: the trainable parameters (everything else stays as it is: freeze it beforehand).
-        loss_fn: maps an index array (batch_size,) into ``range(n_items)`` to a scalar loss tensor.
-        n_items: number of training items (images, or image-prompt pairs).
-        steps: optimisation steps; batches are drawn by epochs of a seeded permutation.
-        device: enables bf16 autocast when it is a CUDA device.
+    Arguments:
+      parameters (Iterable[torch.nn.Parameter]): the trainable parameters (everything else stays as it
+        is: freeze it beforehand).
+      loss_fn (Callable): maps an index array (batch_size,) into ``range(n_items)`` to a scalar loss.
+      n_items (int): number of training items (images, or image-prompt pairs).
+      steps (int): optimisation steps; batches are drawn by epochs of a seeded permutation.
+      device (torch.device | str | None): enables bf16 autocast when it is a CUDA device.
+
     Returns:
-        the loss of every step, as floats.
+      (list[float]): the loss of every step.
     """
     params = [p for p in parameters if p.requires_grad]
     if not params:
@@ -69,7 +71,7 @@ def fit(
     order = rng.permutation(n_items)
     cursor = 0
     history: list[float] = []
-    dev = torch.device(device) if device is not None else params[0].device
+    dev = resolve_device(device, default=params[0].device)
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for _ in bar:
         if cursor + batch_size > len(order):  # a new epoch, reshuffled

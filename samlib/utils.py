@@ -12,7 +12,14 @@ import torch
 
 from samlib.errors import InvalidInputError
 
-__all__ = ["as_uint8_rgb", "autocast_context", "default_device", "resolve_device", "seed_everything"]
+__all__ = [
+    "as_uint8_rgb",
+    "autocast_context",
+    "count_parameters",
+    "default_device",
+    "resolve_device",
+    "seed_everything",
+]
 
 
 def default_device() -> torch.device:
@@ -25,10 +32,14 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a :class:`torch.device`; None means :func:`default_device`."""
+def resolve_device(device: str | torch.device | None, default: torch.device | None = None) -> torch.device:
+    """``device`` as a :class:`torch.device`; None means ``default`` (if given) or :func:`default_device`.
+
+    The one place samlib turns a user's device argument into a device: every entry point calls it, so
+    an unknown name gets the same clear error everywhere.
+    """
     if device is None:
-        return default_device()
+        return default if default is not None else default_device()
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as e:
@@ -42,6 +53,11 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``module`` (only those with ``requires_grad`` if ``trainable_only``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,8 @@ from some keyword values, and slider specifications for those values::
 
     interactive_figure(draw, n_fg=slider(8, 1, 32), kernel=slider(5, 1, 15, step=2))
 
+A control is a :func:`slider` (numbers) or a :func:`choice` (one of a list of options: a dropdown).
+
 The figure for the default values is always drawn and displayed as an ordinary output, so a built
 (static) book shows something useful. In a live notebook with ipywidgets installed, sliders appear
 under it and moving one redraws that same output in place (an IPython display handle is updated, so
@@ -19,13 +21,13 @@ no second figure appears). Without ipywidgets, or with ``live=False``, only the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from samlib.errors import InvalidInputError
 
-__all__ = ["Slider", "interactive_figure", "slider", "widgets_available"]
+__all__ = ["Choice", "Slider", "choice", "interactive_figure", "slider", "widgets_available"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,26 @@ def slider(value: float, min: float, max: float, step: float = 1, description: s
     return Slider(value, min, max, step, description)
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A control that picks one of ``options`` (a dropdown), ``value`` first."""
+
+    options: tuple[Any, ...]
+    value: Any
+    description: str | None = None
+
+
+def choice(options: Sequence[Any], value: Any = None, description: str | None = None) -> Choice:
+    """A :class:`Choice` spec, checked: ``options`` not empty, ``value`` (default: the first) among them."""
+    opts = tuple(options)
+    if not opts:
+        raise InvalidInputError("choice() needs at least one option.")
+    value = opts[0] if value is None else value
+    if value not in opts:
+        raise InvalidInputError(f"choice value {value!r} is not one of the options {list(opts)}.")
+    return Choice(opts, value, description)
+
+
 def widgets_available() -> bool:
     """True when ipywidgets and IPython can be imported."""
     try:
@@ -68,9 +90,14 @@ def widgets_available() -> bool:
     return True
 
 
-def _make_widget(name: str, spec: Slider) -> Any:
+def _make_widget(name: str, spec: Slider | Choice) -> Any:
     import ipywidgets as w
 
+    if isinstance(spec, Choice):
+        return w.Dropdown(
+            options=list(spec.options), value=spec.value, description=spec.description or name,
+            style={"description_width": "initial"},
+        )  # fmt: skip
     cls = w.IntSlider if spec.is_int else w.FloatSlider
     return cls(
         value=spec.value, min=spec.min, max=spec.max, step=spec.step, description=spec.description or name,
@@ -79,23 +106,24 @@ def _make_widget(name: str, spec: Slider) -> Any:
 
 
 def interactive_figure(
-    draw: Callable[..., Any], live: bool = True, **controls: Slider | Any
+    draw: Callable[..., Any], live: bool = True, **controls: Slider | Choice | Any
 ) -> dict[str, Any]:
-    """Show ``draw(**defaults)`` now, and sliders that redraw it when widgets can run.
+    """Show ``draw(**defaults)`` now, and controls that redraw it when widgets can run.
 
     Arguments:
-      draw: returns a matplotlib Figure (or anything IPython can display) for keyword values.
-      live: False shows only the static figure (e.g. for headless runs).
-      **controls: a :class:`Slider` per keyword of ``draw``; any other value is passed through fixed.
+      draw (Callable): returns a matplotlib Figure (or anything IPython can display) for keyword values.
+      live (bool): False shows only the static figure (e.g. for headless runs).
+      **controls: a :class:`Slider` or :class:`Choice` per keyword of ``draw``; any other value is
+        passed through fixed.
 
     Returns:
       (dict[str, Any]): ``{"values": defaults, "widgets": {name: widget} or {}}``.
     """
     from IPython.display import display
 
-    values = {k: (v.value if isinstance(v, Slider) else v) for k, v in controls.items()}
+    values = {k: (v.value if isinstance(v, Slider | Choice) else v) for k, v in controls.items()}
     handle = display(_render(draw, values), display_id=True)
-    sliders = {k: v for k, v in controls.items() if isinstance(v, Slider)}
+    sliders = {k: v for k, v in controls.items() if isinstance(v, Slider | Choice)}
     if not (live and sliders and widgets_available()):
         return {"values": values, "widgets": {}}
     import ipywidgets as w

@@ -1,4 +1,4 @@
-"""GeoSAM (samlib.geosam): prompts, dense prompts, decoder-only fine-tuning, and the chapter's claim."""
+"""GeoSAM (samlib.methods.geosam): prompts, dense prompts, decoder-only fine-tuning, the claim."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from samlib.decoders import trainable_decoder
+from samlib.embeddings import embed_images
 from samlib.errors import InvalidInputError
-from samlib.geosam import GeoSAM, labels_from_logits, sample_class_prompts, semantic_scores, trainable_decoder
-from samlib.predict import embed_images
+from samlib.methods.geosam import GeoSAM, labels_from_logits, sample_class_prompts
+from samlib.metrics import semantic_scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notebook_runner import run_notebook  # noqa: E402

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -193,9 +191,7 @@ def test_teaching_dispatch(
         calls.append((path, device))
         return tiny_sam_factory()
 
-    monkeypatch.setitem(
-        sys.modules, "samlib.teaching", types.SimpleNamespace(load_teaching_sam=load_teaching_sam)
-    )
+    monkeypatch.setattr(models, "load_teaching_sam", load_teaching_sam)
     sam = models.load_sam("teaching", device="cpu")
     assert models.model_name(sam) == "teaching"
     assert calls[-1] == (None, torch.device("cpu"))

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from samlib import planetary as P
+from samlib import decoders, metrics
+from samlib.embeddings import EmbeddedImages, embed_images, masks_to_grid
 from samlib.errors import InvalidInputError
-from samlib.predict import EmbeddedImages, PromptPredictor, embed_images
+from samlib.methods import planetary as P
+from samlib.predict import PromptPredictor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notebook_runner import run_notebook  # noqa: E402
@@ -23,9 +25,9 @@ CHAPTER = "04_planetary_distillation"
 
 
 def test_domain_decoder_upsamples_8x_for_teaching_and_official_grids() -> None:
-    dec = P.DomainDecoder(64)
+    dec = decoders.DomainDecoder(64)
     assert dec(torch.zeros(2, 64, 32, 32)).shape == (2, 1, 256, 256)
-    official = P.DomainDecoder(256)
+    official = decoders.DomainDecoder(256)
     assert official(torch.zeros(1, 256, 64, 64)).shape == (1, 1, 512, 512)
     with pytest.raises(InvalidInputError):
         dec(torch.zeros(1, 32, 32, 32))
@@ -47,7 +49,7 @@ def test_predict_masks_maps_padded_grid_back_to_non_square_original() -> None:
             out[..., :, :85] = 10.0
             return out + self.w
 
-    (mask,) = P.predict_masks(LeftHalf(), emb)
+    (mask,) = decoders.predict_masks(LeftHalf(), emb)
     assert mask.shape == (900, 600)
     # the valid region (171 of 256 columns) is stretched back to 600: the left half stays the left half
     frac = mask.mean(axis=0)
@@ -58,7 +60,7 @@ def test_masks_to_grid_inverts_logits_to_original_on_padded_geometry() -> None:
     emb = EmbeddedImages(torch.zeros(1, 64, 32, 32), [(300, 450)], [(171, 256)], 256)
     truth = np.zeros((300, 450), bool)
     truth[50:200, 100:300] = True
-    grid = P.masks_to_grid([truth], emb, 256)
+    grid = masks_to_grid([truth], emb, 256)
     assert grid.shape == (1, 1, 256, 256)
     assert grid[0, 0, 171:].max() == 0.0  # padding rows below the valid region stay background
     logits = (grid * 2 - 1) * 10  # the target as logits, mapped back
@@ -67,11 +69,11 @@ def test_masks_to_grid_inverts_logits_to_original_on_padded_geometry() -> None:
     inter = np.logical_and(back.numpy(), truth).sum()
     assert inter / np.logical_or(back.numpy(), truth).sum() > 0.95
     with pytest.raises(InvalidInputError):
-        P.masks_to_grid([truth.T], emb, 256)
+        masks_to_grid([truth.T], emb, 256)
 
 
 def test_promptless_sam_decoder_shape(tiny_sam) -> None:
-    dec = P.PromptlessSamDecoder(tiny_sam)
+    dec = decoders.PromptlessSamDecoder(tiny_sam)
     x = torch.randn(3, 16, 4, 4)
     with torch.no_grad():
         out = dec(x)
@@ -95,7 +97,9 @@ def test_sam_decoder_box_finetuning_runs_and_leaves_sam_untouched(tiny_sam) -> N
         for m, (x0, y0, x1, y1) in zip(stack, bxs.astype(int), strict=True):
             m[y0 : y1 + 1, x0 : x1 + 1] = True
     before = {k: v.clone() for k, v in tiny_sam.mask_decoder.state_dict().items()}
-    model, history = P.train_sam_decoder_with_boxes(tiny_sam, emb, boxes, inst, steps=5, lr=1e-3, seed=0)
+    model, history = decoders.train_sam_decoder_with_boxes(
+        tiny_sam, emb, boxes, inst, steps=5, lr=1e-3, seed=0
+    )
     assert len(history) == 5 and np.isfinite(history).all()
     assert model.decode_boxes(emb.embeddings[:1], torch.tensor([[0.0, 0.0, 20.0, 20.0]])).shape == (
         1,
@@ -103,7 +107,7 @@ def test_sam_decoder_box_finetuning_runs_and_leaves_sam_untouched(tiny_sam) -> N
         16,
         16,
     )
-    assert P.predict_masks(model, emb)[1].shape == (64, 64)
+    assert decoders.predict_masks(model, emb)[1].shape == (64, 64)
     # the batched (image, box) decoding used in training equals SAM's own per-image decoding
     bx = torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 5.0, 60.0, 40.0]])
     with torch.no_grad():
@@ -115,7 +119,7 @@ def test_sam_decoder_box_finetuning_runs_and_leaves_sam_untouched(tiny_sam) -> N
     changed = any(not torch.equal(before[k], v) for k, v in model.mask_decoder.state_dict().items())
     assert changed, "the copy of the decoder was not trained"
     with pytest.raises(InvalidInputError):
-        P.train_sam_decoder_with_boxes(tiny_sam, emb, boxes[:1], inst[:1], steps=1)
+        decoders.train_sam_decoder_with_boxes(tiny_sam, emb, boxes[:1], inst[:1], steps=1)
 
 
 def test_domain_decoder_learns_a_simple_target(tiny_sam) -> None:
@@ -126,11 +130,11 @@ def test_domain_decoder_learns_a_simple_target(tiny_sam) -> None:
     masks = [np.zeros((64, 48), bool) for _ in images]
     for m in masks:
         m[8:40, 4:30] = True
-    dec, history = P.train_domain_decoder(emb, masks, steps=120, lr=1e-2, seed=0)
+    dec, history = decoders.train_domain_decoder(emb, masks, steps=120, lr=1e-2, seed=0)
     assert np.mean(history[-10:]) < 0.5 * history[0]
-    preds = P.predict_masks(dec, emb)
+    preds = decoders.predict_masks(dec, emb)
     assert preds[0].shape == (64, 48)
-    assert P.segmentation_scores(preds, masks)["iou"] > 0.7
+    assert metrics.segmentation_scores(preds, masks)["iou"] > 0.7
 
 
 # ------------------------------------------------------------------------------------ pseudo-labels
@@ -158,17 +162,17 @@ def test_object_scores_hand_made() -> None:
     pred[60:64, 60:64] = True  # covers 16 / 400 = 4% of box B: a miss at cover=0.2, but a good component
     pred[80:95, 0:15] = True  # a component outside every box: a false positive
     boxes = np.array([[10, 10, 30, 30], [50, 50, 70, 70], [0, 40, 10, 50]], float)
-    s = P.object_scores(pred, boxes, cover=0.2, min_area=10)
+    s = metrics.object_scores(pred, boxes, cover=0.2, min_area=10)
     assert s["object_recall"] == pytest.approx(1 / 3)
     assert s["object_precision"] == pytest.approx(2 / 3)
     assert s["n_components"] == 3 and s["n_boxes"] == 3
     # min_area drops the small component: precision 1 of 2
-    assert P.object_scores(pred, boxes, min_area=20)["object_precision"] == pytest.approx(1 / 2)
+    assert metrics.object_scores(pred, boxes, min_area=20)["object_precision"] == pytest.approx(1 / 2)
     # pooled over images, empty conventions
     empty = np.zeros((20, 20), bool)
-    assert P.object_scores([empty], [np.zeros((0, 4))])["object_precision"] == 1.0
-    assert P.object_scores([empty], [np.array([[0, 0, 5, 5]])])["object_recall"] == 0.0
-    pooled = P.object_scores([pred, empty], [boxes, np.array([[0, 0, 5, 5]])], min_area=10)
+    assert metrics.object_scores([empty], [np.zeros((0, 4))])["object_precision"] == 1.0
+    assert metrics.object_scores([empty], [np.array([[0, 0, 5, 5]])])["object_recall"] == 0.0
+    pooled = metrics.object_scores([pred, empty], [boxes, np.array([[0, 0, 5, 5]])], min_area=10)
     assert pooled["object_recall"] == pytest.approx(1 / 4)
 
 
@@ -177,7 +181,7 @@ def test_segmentation_scores_miou_averages_both_classes() -> None:
     gt[:5] = True
     pred = np.zeros((10, 10), bool)
     pred[:4] = True
-    s = P.segmentation_scores([pred], [gt])
+    s = metrics.segmentation_scores([pred], [gt])
     assert s["iou"] == pytest.approx(40 / 50)
     assert s["miou"] == pytest.approx(0.5 * (40 / 50 + 50 / 60))
     assert s["precision"] == 1.0 and s["recall"] == pytest.approx(0.8) and s["accuracy"] == pytest.approx(0.9)
@@ -190,8 +194,8 @@ def test_best_match_ious() -> None:
     c = np.zeros((2, 8, 8), bool)
     c[0, :4] = True
     c[1, 4:] = True
-    np.testing.assert_allclose(P.best_match_ious(c, t), [1.0, 0.5])
-    np.testing.assert_allclose(P.best_match_ious(np.zeros((0, 8, 8), bool), t), [0.0, 0.0])
+    np.testing.assert_allclose(metrics.best_match_ious(c, t), [1.0, 0.5])
+    np.testing.assert_allclose(metrics.best_match_ious(np.zeros((0, 8, 8), bool), t), [0.0, 0.0])
 
 
 def test_summarize_sweep_keys_and_means() -> None:

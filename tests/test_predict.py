@@ -8,8 +8,9 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
+from samlib.embeddings import embed_images
 from samlib.errors import InvalidInputError, SamlibError
-from samlib.predict import CachedEmbedding, EmbeddingCache, Prediction, PromptPredictor, embed_images
+from samlib.predict import CachedEmbedding, EmbeddingCache, Prediction, PromptPredictor
 
 
 def count_encoder_calls(sam: Sam) -> list[int]:
@@ -51,6 +52,25 @@ def test_cache_is_shared_and_keyed_by_model(tiny_sam: Sam, image: np.ndarray) ->
     tiny_sam.samlib_name = "other-model"
     PromptPredictor(tiny_sam, cache).set_image(image)
     assert calls[0] == 2 and len(cache) == 2
+
+
+def test_cache_never_serves_embeddings_of_changed_encoder_weights(tiny_sam: Sam, image: np.ndarray) -> None:
+    """Fine-tuning the encoder in place (an optimiser step, a LoRA adapter) must invalidate the cache."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    pred = PromptPredictor(tiny_sam)
+    calls = count_encoder_calls(tiny_sam)
+    pred.set_image(image)
+    before = pred.embedding.clone()
+    pred.set_image(image)
+    assert calls[0] == 1  # unchanged weights: served from the cache
+    with torch.no_grad():  # an in-place update, as an optimiser step makes
+        tiny_sam.image_encoder.patch_embed.proj.weight.mul_(1.5)
+    pred.set_image(image)
+    assert calls[0] == 2 and not torch.equal(pred.embedding, before)
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=["qkv"]), tiny_sam.image_encoder)
+    pred.set_image(image)
+    assert calls[0] == 3  # new adapter modules: a new fingerprint
 
 
 def test_lru_eviction() -> None:

@@ -322,9 +322,6 @@ def test_chapter_records_every_contract_key() -> None:
     assert set(res["grounding_generated"]) >= {"acc50", "mean_box_iou"}
 
 
-SEEDS_NOTE = """Smoke runs, seeds 0, 1, 2 (teaching SAM, oracle boxes, generated test scenes): see the asserts."""
-
-
 @pytest.mark.notebook
 def test_chapter_trained_grounder_beats_the_centre_box() -> None:
     res = run_notebook(CHAPTER)["results"]

@@ -13,13 +13,15 @@ import samlib  # noqa: F401  (registers the torchvision ops shim first)
 from samlib import teaching
 from samlib.errors import CheckpointUnavailableError, InvalidInputError
 from samlib.scenes import generate_scene
+from samlib.teaching import evaluate as te
+from samlib.teaching import train as tt
 
 # Patch 8 with a global-attention block exercises the windowed/global encoder options too.
 TINY = replace(teaching.TeachingConfig.tiny(patch_size=8), encoder_global_attn=(0,))
 
 
-def _tiny_settings(**kw: object) -> teaching.TrainSettings:
-    base = teaching.TrainSettings(
+def _tiny_settings(**kw: object) -> tt.TrainSettings:
+    base = tt.TrainSettings(
         batch_images=2, prompts_per_image=2, pool_size=4, pool_refresh=1, warmup_steps=1, config=TINY
     )
     return replace(base, **kw)
@@ -42,7 +44,7 @@ def test_shipped_checkpoint_loads_small_and_beats_box_baseline() -> None:
     assert teaching.TEACHING_CHECKPOINT.stat().st_size <= 10 * 2**20
     sam = samlib.load_sam("teaching")
     assert not sam.training
-    r = teaching.evaluate_domain(sam, "source", n_scenes=12, corrections=1)
+    r = te.evaluate_domain(sam, "source", n_scenes=12, corrections=1)
     # The filled box is what a box prompt gives for free; a model that learnt anything beats it.
     assert r["box_iou"] > r["box_baseline_iou"] + 0.03, r
     # Its known weak spot (model card): instances cut into pieces by objects in front of them.
@@ -63,7 +65,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch() -> None:
     losses = []
     for _ in range(12):
         # The same seed every step gives the same prompts: the loss can only fall by learning.
-        result = teaching.training_step(sam, scenes, settings, np.random.default_rng(0), balance=1.0)
+        result = tt.training_step(sam, scenes, settings, np.random.default_rng(0), balance=1.0)
         opt.zero_grad()
         result.loss.backward()
         opt.step()
@@ -75,17 +77,17 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch() -> None:
 
 def test_training_resumes_from_checkpoint_and_exports(tmp_path: Path) -> None:
     out = tmp_path / "t.pt"
-    teaching.train(_tiny_settings(steps=2, checkpoint_every=1), out, resume=False)
+    tt.train(_tiny_settings(steps=2, checkpoint_every=1), out, resume=False)
     first = torch.load(out, map_location="cpu", weights_only=True)
     assert first["step"] == 2
-    teaching.train(_tiny_settings(steps=4, checkpoint_every=1), out, resume=True)
+    tt.train(_tiny_settings(steps=4, checkpoint_every=1), out, resume=True)
     state = torch.load(out, map_location="cpu", weights_only=True)
     assert state["step"] == 4
     changed = [k for k in state["model"] if not torch.equal(state["model"][k], first["model"][k])]
     assert changed, "resumed training did not update any weight"
     log = out.with_suffix(".log.jsonl").read_text().splitlines()
     assert len(log) == 4
-    shipped = teaching.export(out, tmp_path / "ship.pt")
+    shipped = tt.export(out, tmp_path / "ship.pt")
     sam = teaching.load_teaching_sam(shipped)
     assert sam.image_encoder.img_size == 64
     assert next(sam.parameters()).dtype == torch.float32
@@ -143,25 +145,21 @@ def test_deeper_encoder_starts_as_the_source_model_and_then_learns() -> None:
 
 
 def test_eval_first_scene_selects_a_later_range_of_the_held_out_scenes() -> None:
-    default = [scene for scene, _ in teaching._instances("source", 3, 64)]
-    later = [scene for scene, _ in teaching._instances("source", 2, 64, first_scene=1)]
+    default = [scene for scene, _ in te._instances("source", 3, 64)]
+    later = [scene for scene, _ in te._instances("source", 2, 64, first_scene=1)]
     assert [s.image.tobytes() for s in later] == [s.image.tobytes() for s in default[1:]]
 
 
 def test_training_can_start_from_a_coarser_checkpoint(tmp_path: Path) -> None:
     start = tmp_path / "p16.pt"
-    teaching.train(
-        _tiny_settings(steps=1, config=teaching.TeachingConfig.tiny(patch_size=16)), start, resume=False
-    )
+    tt.train(_tiny_settings(steps=1, config=teaching.TeachingConfig.tiny(patch_size=16)), start, resume=False)
     out = tmp_path / "p8.pt"
     # lr = 0: the saved weights are exactly the transferred ones.
-    teaching.train(_tiny_settings(steps=1, lr=0.0, weight_decay=0.0, init_from=str(start)), out, resume=False)
+    tt.train(_tiny_settings(steps=1, lr=0.0, weight_decay=0.0, init_from=str(start)), out, resume=False)
     saved = torch.load(out, map_location="cpu", weights_only=True)["model"]
     expected = teaching.transfer_weights(teaching.build_teaching_sam(TINY), teaching.load_teaching_sam(start))
     for key, value in expected.state_dict().items():
         torch.testing.assert_close(saved[key], value, msg=key)
     # the shipped file lists both runs: the one it started from, then its own
-    meta = torch.load(teaching.export(out, tmp_path / "ship.pt"), map_location="cpu", weights_only=True)[
-        "meta"
-    ]
+    meta = torch.load(tt.export(out, tmp_path / "ship.pt"), map_location="cpu", weights_only=True)["meta"]
     assert [stage["config"]["patch_size"] for stage in meta["stages"]] == [16, 8]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from samlib.errors import InvalidInputError
-from samlib.unet import UNet, predict_labels, predict_proba, segmentation_loss, train_unet
+from samlib.experts.unet import UNet, predict_labels, predict_proba, segmentation_loss, train_unet
 
 
 def _toy_set(n: int = 4, size: int = 32) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -254,7 +254,7 @@ def predict_proba(
 
     Images may differ in size (they are grouped by size into batches).
     """
-    dev = resolve_device(device) if device is not None else next(model.parameters()).device
+    dev = resolve_device(device, default=next(model.parameters()).device)
     model = model.to(dev).eval()
     out: list[np.ndarray | None] = [None] * len(images)
     by_size: dict[tuple[int, ...], list[int]] = {}

@@ -4,7 +4,7 @@ Re-implementation of Sultan et al., "GeoSAM: Fine-tuning SAM with sparse and den
 for automated segmentation of mobility infrastructure" (arXiv 2311.11319). SAM predicts one mask per
 class per image; the prompts come from elsewhere:
 
-1. a **task-specific CNN** (here :mod:`samlib.unet`; Tile2Net in the paper) gives per-class
+1. a **task-specific CNN** (here :mod:`samlib.experts.unet`; Tile2Net in the paper) gives per-class
    probability maps;
 2. **sparse prompts**: per class, foreground points drawn from the CNN's confident foreground and
    background points from its confident background (2:1 by default) -- :func:`sample_class_prompts`;
@@ -16,39 +16,39 @@ class per image; the prompts come from elsewhere:
 5. per-class masks combined into a label map (:func:`labels_from_logits`), then optionally cleaned
    with :mod:`samlib.postprocess`.
 
-Everything runs on :class:`samlib.predict.EmbeddedImages` (from :func:`samlib.predict.embed_images`) and
+Everything runs on :class:`samlib.embeddings.EmbeddedImages` (from :func:`samlib.embeddings.embed_images`) and
 maps coordinates and logits with SAM's own geometry (``ResizeLongestSide``, ``logits_to_original``),
 so the code is the same for the 256 px teaching model and the 1024 px ``vit_h``.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from segment_anything.modeling import MaskDecoder, Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from samlib.decoders import trainable_decoder
+from samlib.embeddings import EmbeddedImages
 from samlib.errors import InvalidInputError
 from samlib.losses import dice_focal_loss
-from samlib.metrics import confusion_matrix, iou_from_confusion
-from samlib.predict import EmbeddedImages
 from samlib.prompts import sample_fg_bg_points
 from samlib.training import fit
 from samlib.utils import autocast_context
 
 __all__ = [
+    "MOBILITY_COLORS",
     "ClassPrompts",
     "GeoSAM",
-    "from_tiles",
     "labels_from_logits",
+    "plot_knobs",
+    "plot_scene_prompts",
     "sample_class_prompts",
-    "semantic_scores",
-    "to_tiles",
-    "trainable_decoder",
+    "scene_points",
 ]
 
 UNPROMPTED = -1.0e4
@@ -128,51 +128,6 @@ def sample_class_prompts(
     )
 
 
-def to_tiles(array: np.ndarray, tile: int, channels_first: bool = False) -> list[np.ndarray]:
-    """Non-overlapping ``tile`` x ``tile`` windows in row-major order; a remainder at the right/bottom
-    edge is dropped (crop the array to a multiple of ``tile`` to keep everything).
-
-    Arguments:
-      array: (H, W), (H, W, C) or, with ``channels_first``, (C, H, W).
-
-    SAM resizes every input to its encoder size, so a tile is seen magnified: GeoSAM's 256-px aerial
-    tiles go into ViT-H's 1024-px input (x4), which is what makes narrow sidewalks resolvable.
-    """
-    arr = np.asarray(array)
-    if tile < 1 or arr.ndim not in (2, 3):
-        raise InvalidInputError(f"need tile >= 1 and a 2-D or 3-D array, got tile={tile}, shape {arr.shape}.")
-    h, w = (arr.shape[1:3] if channels_first else arr.shape[:2]) if arr.ndim == 3 else arr.shape
-    out = []
-    for y in range(0, h - tile + 1, tile):
-        for x in range(0, w - tile + 1, tile):
-            out.append(
-                arr[:, y : y + tile, x : x + tile]
-                if channels_first and arr.ndim == 3
-                else arr[y : y + tile, x : x + tile]
-            )
-    return out
-
-
-def from_tiles(tiles: Sequence[np.ndarray], rows: int, cols: int) -> np.ndarray:
-    """Inverse of :func:`to_tiles` for (t, t) or (t, t, C) tiles: one (rows * t, cols * t[, C]) array."""
-    if len(tiles) != rows * cols:
-        raise InvalidInputError(f"need rows * cols = {rows * cols} tiles, got {len(tiles)}.")
-    return np.concatenate(
-        [np.concatenate(list(tiles[r * cols : (r + 1) * cols]), axis=1) for r in range(rows)], axis=0
-    )
-
-
-def trainable_decoder(sam: Sam) -> MaskDecoder:
-    """Freeze all of ``sam`` (image encoder, prompt encoder, decoder) and return a trainable copy of its
-    mask decoder: the only parameters GeoSAM fine-tunes. ``sam`` itself stays the zero-shot model."""
-    for p in sam.parameters():
-        p.requires_grad_(False)
-    decoder = copy.deepcopy(sam.mask_decoder)
-    for p in decoder.parameters():
-        p.requires_grad_(True)
-    return decoder.train()
-
-
 def labels_from_logits(
     class_logits: np.ndarray, class_ids: Sequence[int], threshold: float = 0.0, priority: Sequence[int] = ()
 ) -> np.ndarray:
@@ -198,38 +153,6 @@ def labels_from_logits(
         hits = np.flatnonzero(ids == c)
         if hits.size:
             out[logits[hits[0]] > threshold] = c
-    return out
-
-
-def semantic_scores(
-    preds: Sequence[np.ndarray],
-    gts: Sequence[np.ndarray],
-    classes: Sequence[str],
-    mean_over: Sequence[int] | None = None,
-) -> dict[str, float]:
-    """Dataset-level IoU per class (confusion matrix summed over images) and their mean.
-
-    Arguments:
-      classes: class names by label value, e.g. ``MOBILITY_CLASSES``.
-      mean_over: label values averaged into ``miou`` (default: every class but 0, the background;
-        classes absent from both predictions and ground truth are left out).
-
-    Returns:
-      (dict[str, float]): ``iou_<name>`` for each class present somewhere, and ``miou``.
-    """
-    if len(preds) != len(gts) or not preds:
-        raise InvalidInputError(
-            f"need as many predictions as ground truths (>= 1), got {len(preds)}, {len(gts)}."
-        )
-    n = len(classes)
-    cm = sum(
-        confusion_matrix(np.asarray(p, np.int64), np.asarray(g, np.int64), n)
-        for p, g in zip(preds, gts, strict=True)
-    )
-    ious = iou_from_confusion(np.asarray(cm))
-    out = {f"iou_{name}": float(v) for name, v in zip(classes, ious, strict=True) if np.isfinite(v)}
-    keep = [i for i in (mean_over if mean_over is not None else range(1, n)) if np.isfinite(ious[i])]
-    out["miou"] = float(np.mean(ious[keep])) if keep else 0.0
     return out
 
 
@@ -472,3 +395,89 @@ class GeoSAM:
         )  # fmt: skip
         self.decoder = decoder.eval()
         return history
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+MOBILITY_COLORS = np.array([[0, 0, 0], [230, 159, 0], [0, 114, 178], [240, 228, 66]], np.uint8)
+"""Label colours of :data:`samlib.scenes.MOBILITY_CLASSES`: background black, road orange, sidewalk blue,
+crosswalk yellow (Okabe-Ito)."""
+
+
+def scene_points(
+    prompt_tiles: Sequence[ClassPrompts], class_id: int, grid: int, tile: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The class-``class_id`` prompts of one scene's ``grid`` x ``grid`` tiles, in scene coordinates.
+
+    Returns:
+      (tuple[np.ndarray, np.ndarray]): (N, 2) (x, y) points and their (N,) labels.
+    """
+    xy, lab = [np.zeros((0, 2))], [np.zeros(0, int)]
+    for k, pr in enumerate(prompt_tiles):
+        for cid, pts, lb in zip(pr.class_ids, pr.coords, pr.labels, strict=True):
+            if cid == class_id:
+                xy.append(pts + [(k % grid) * tile, (k // grid) * tile])
+                lab.append(lb)
+    return np.concatenate(xy), np.concatenate(lab)
+
+
+def plot_scene_prompts(
+    image: np.ndarray,
+    semantic: np.ndarray,
+    prompt_tiles: Sequence[ClassPrompts],
+    class_ids: Sequence[int],
+    class_names: Sequence[str],
+    grid: int,
+    tile: int,
+) -> Any:
+    """One panel per class: the true class region shaded and the sampled prompts of the scene's tiles."""
+    import matplotlib.pyplot as plt
+
+    from samlib import plots
+
+    fig, axes = plt.subplots(1, len(class_ids), figsize=(3.4 * len(class_ids), 3.4), squeeze=False)
+    for ax, c in zip(axes[0], class_ids, strict=True):
+        plots.show_image(ax, image, class_names[c])
+        plots.show_mask(ax, semantic == c, plots.palette_color(c), alpha=0.35, outline=False)
+        plots.show_points(ax, *scene_points(prompt_tiles, c, grid, tile), size=40)
+    fig.suptitle("ground truth (shaded) and the sampled prompts: green = foreground, red = background")
+    fig.tight_layout()
+    return fig
+
+
+def plot_knobs(
+    geo: GeoSAM,
+    embedded: EmbeddedImages,
+    probs: Sequence[np.ndarray],
+    image: np.ndarray,
+    semantic: np.ndarray,
+    class_names: Sequence[str],
+    tile: int,
+    clean: Any,
+    n_fg: int,
+    n_bg: int,
+    seed: int = 0,
+    priority: Sequence[int] = (),
+) -> Any:
+    """The chapter's "Try it" figure for one scene given as its tiles (``embedded``, ``probs``): all
+    prompts drawn with ``n_fg``/``n_bg`` points per class, GeoSAM's label map and ``clean(labels)``,
+    each titled with its mIoU against ``semantic``."""
+    import matplotlib.pyplot as plt
+
+    from samlib import plots
+    from samlib.metrics import semantic_scores
+    from samlib.tiling import untile_all
+
+    pr = geo.make_prompts(embedded, probs, seed=seed, n_fg=n_fg, n_bg=n_bg)
+    labels = untile_all(geo.predict(embedded, pr, priority=priority), semantic.shape, tile)[0]
+    cleaned = clean(labels)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    plots.show_image(axes[0], image, "image and all prompts")
+    grid = semantic.shape[1] // tile
+    for c in geo.class_ids:
+        plots.show_points(axes[0], *scene_points(pr, int(c), grid, tile), size=25)
+    for ax, name, lab in ((axes[1], "GeoSAM", labels), (axes[2], "post-processed", cleaned)):
+        miou = semantic_scores([lab], [semantic], class_names)["miou"]
+        plots.show_image(ax, plots.colorize(lab, MOBILITY_COLORS), f"{name} (mIoU {miou:.2f})")
+    fig.tight_layout()
+    return fig
