@@ -27,6 +27,7 @@ __all__ = [
     "mask_iou_matrix",
     "rotated_box",
     "rotated_box_iou",
+    "box_iou",
     "confusion_counts",
     "confusion_matrix",
     "dice",
@@ -37,6 +38,7 @@ __all__ = [
     "overall_iou",
     "per_class_iou",
     "precision_at_iou",
+    "referring_scores",
     "segmentation_scores",
     "semantic_scores",
 ]
@@ -550,3 +552,53 @@ def semantic_report_scores(
         if not np.isnan(value):
             out[f"iou_{name.lower()}"] = float(value)
     return out
+
+
+# ------------------------------------------------------------------------------------- referring
+
+
+def referring_scores(
+    preds: Sequence[Any], gts: Sequence[Any], thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS
+) -> dict[str, float]:
+    """The referring-segmentation (RRSIS) protocol: each (sentence, mask) pair is one sample.
+
+    Arguments:
+      preds (Sequence[Any]): (H, W) binary masks, one per sentence (sizes may differ between samples).
+      gts (Sequence[Any]): the matching true masks.
+      thresholds (Sequence[float]): IoU thresholds of the precision scores.
+
+    Returns:
+      (dict[str, float]): "miou" (mean of the per-sample IoU), "oiou" (cumulative intersection over
+        cumulative union: large objects weigh more), and "p50", "p60", ... (share of samples with IoU
+        >= 0.5, 0.6, ...).
+    """
+    if len(preds) != len(gts):
+        raise InvalidInputError(f"need one prediction per ground truth, got {len(preds)} and {len(gts)}.")
+    if len(preds) == 0:
+        raise InvalidInputError("referring_scores needs at least one sample.")
+    ious = np.array([iou(p, g) for p, g in zip(preds, gts)])
+    out = {"miou": float(ious.mean()), "oiou": overall_iou(preds, gts)}
+    for t in thresholds:
+        out[f"p{round(100 * t)}"] = float(np.mean(ious >= t))
+    return out
+
+
+def box_iou(a: Any, b: Any) -> np.ndarray:
+    """IoU of boxes (x0, y0, x1, y1) as continuous coordinates, row by row.
+
+    Arguments:
+      a (Any): (4,) or (N, 4).
+      b (Any): (4,) or (N, 4) (broadcast against ``a``).
+
+    Returns:
+      (np.ndarray): (N,) float64 (a 0-d array for two single boxes).
+    """
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape[-1] != 4 or y.shape[-1] != 4:
+        raise InvalidInputError(f"boxes must have 4 coordinates, got shapes {x.shape} and {y.shape}.")
+    iw = np.clip(np.minimum(x[..., 2], y[..., 2]) - np.maximum(x[..., 0], y[..., 0]), 0, None)
+    ih = np.clip(np.minimum(x[..., 3], y[..., 3]) - np.maximum(x[..., 1], y[..., 1]), 0, None)
+    inter = iw * ih
+    area = lambda z: np.clip(z[..., 2] - z[..., 0], 0, None) * np.clip(z[..., 3] - z[..., 1], 0, None)  # noqa: E731
+    union = area(x) + area(y) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)

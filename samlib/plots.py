@@ -328,6 +328,8 @@ def split_bars(
     ax.legend(fontsize=7, ncols=min(4, len(methods)), loc="upper left", frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def class_colors(num_classes: int) -> np.ndarray:

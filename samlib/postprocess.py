@@ -10,6 +10,8 @@ predictions are noisy or fragmented, so they live here:
 * :func:`clean_mask` -- GeoSAM's recipe on one mask: erode, dilate, close, drop small components.
 * :func:`clean_label_map` -- :func:`clean_mask` per class of an (H, W) label map; pixels a class loses
   become background, and a class only grows into background (it never takes pixels from another class).
+* :func:`grabcut_refine` -- PSLG-SAM's boundary refinement: OpenCV GrabCut started from a mask's
+  eroded core and dilated surround, repeated until the boundary settles.
 
 Masks are (H, W) bool or 0/1 arrays; every function returns a new bool array and leaves its input alone.
 """
@@ -17,6 +19,7 @@ Masks are (H, W) bool or 0/1 arrays; every function returns a new bool array and
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -25,11 +28,13 @@ import numpy as np
 from samlib.errors import InvalidInputError
 
 __all__ = [
+    "Refinement",
     "clean_label_map",
     "clean_mask",
     "closing",
     "dilate",
     "erode",
+    "grabcut_refine",
     "kernel",
     "opening",
     "remove_small_components",
@@ -164,3 +169,126 @@ def clean_label_map(
         out[before & ~after] = background
         out[after & ~before & (out == background)] = c
     return out
+
+
+# ------------------------------------------------------------------ GrabCut boundary refinement
+
+
+@dataclass
+class Refinement:
+    """The result of :func:`grabcut_refine`.
+
+    Attributes:
+      mask (np.ndarray): (H, W) bool refined mask.
+      passes (int): GrabCut passes run.
+      changed (list[float]): share of the uncertain band's pixels that flipped, per pass.
+    """
+
+    mask: np.ndarray
+    passes: int
+    changed: list[float]
+
+
+def grabcut_refine(
+    image: Any,
+    mask: Any,
+    box: Any | None = None,
+    points: Any | None = None,
+    band: int | None = None,
+    band_fraction: float = 0.15,
+    margin: int = 8,
+    max_passes: int = 5,
+    tol: float = 0.02,
+    iterations: int = 2,
+    point_radius: int = 2,
+) -> Refinement:
+    """PSLG-SAM's mask boundary iterative optimisation (MBO): GrabCut started from a mask.
+
+    Each pass builds a trimap from the current mask -- eroded by ``band`` pixels = sure foreground,
+    outside the mask dilated by ``band`` = sure background, the band between = probable foreground
+    (inside the mask) or probable background (outside) -- marks ``points`` (discs of ``point_radius``)
+    sure foreground, and runs ``cv2.grabCut(..., cv2.GC_INIT_WITH_MASK)`` for ``iterations`` on the crop
+    of ``box`` (or the mask's box) grown by ``margin`` + ``band``. The next pass re-centres the band on
+    the new boundary; passes stop when fewer than ``tol`` of the band's pixels flip, or after
+    ``max_passes``. Pixels outside the crop keep their input value. A pass that empties the mask or
+    drops a point is rejected (the previous mask is returned).
+
+    Arguments:
+      image (Any): (H, W, 3) uint8 RGB.
+      mask (Any): (H, W) bool initial mask (e.g. SAM's).
+      box (Any | None): (4,) (x0, y0, x1, y1) to work in; None: the mask's own box.
+      points (Any | None): (N, 2) (x, y) sure-foreground points.
+      band (int | None): half-width of the uncertain band in pixels; None: ``band_fraction`` x the
+        square root of the mask area, clipped to [2, 15].
+      band_fraction (float): see ``band``.
+      margin (int): extra pixels around the box.
+      max_passes (int): most GrabCut passes.
+      tol (float): stop when the flipped share of band pixels falls below this.
+      iterations (int): GrabCut iterations per pass.
+      point_radius (int): radius of the sure-foreground disc at each point.
+
+    Returns:
+      (Refinement): the mask, the passes run and the flipped share per pass.
+    """
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise InvalidInputError(f"image must be (H, W, 3) uint8 RGB, got {img.dtype} {img.shape}.")
+    m = _binary(mask)
+    if m.shape != img.shape[:2]:
+        raise InvalidInputError(f"mask shape {m.shape} must match the image's {img.shape[:2]}.")
+    if max_passes < 1 or iterations < 1:
+        raise InvalidInputError(f"max_passes and iterations must be >= 1, got {max_passes}, {iterations}.")
+    if not m.any():
+        return Refinement(m.copy(), 0, [])
+    width = band if band is not None else int(np.clip(round(band_fraction * np.sqrt(m.sum())), 2, 15))
+    if width < 1:
+        raise InvalidInputError(f"band must be >= 1 pixel, got {width}.")
+    if box is None:
+        ys, xs = np.nonzero(m)
+        box = (xs.min(), ys.min(), xs.max(), ys.max())
+    b = np.asarray(box, dtype=np.float64)
+    if b.shape != (4,) or not np.isfinite(b).all() or b[2] < b[0] or b[3] < b[1]:
+        raise InvalidInputError(f"box must be (x0, y0, x1, y1) with x0 <= x1, y0 <= y1, got {b.tolist()}.")
+    h, w = m.shape
+    pad = margin + width
+    x0, y0 = int(max(0, np.floor(b[0]) - pad)), int(max(0, np.floor(b[1]) - pad))
+    x1, y1 = int(min(w - 1, np.ceil(b[2]) + pad)), int(min(h - 1, np.ceil(b[3]) + pad))
+    crop = np.ascontiguousarray(img[y0 : y1 + 1, x0 : x1 + 1])
+    current = m[y0 : y1 + 1, x0 : x1 + 1].copy()
+    pts = np.zeros((0, 2)) if points is None else np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    pts_local = [(int(round(px)) - x0, int(round(py)) - y0) for px, py in pts]
+    pts_local = [(px, py) for px, py in pts_local if 0 <= px <= x1 - x0 and 0 <= py <= y1 - y0]
+    k = kernel(2 * width + 1)
+    assert k is not None  # width >= 1 gives a kernel of at least 3 x 3
+    changed: list[float] = []
+    passes = 0
+    for _ in range(max_passes):
+        c8 = current.astype(np.uint8)
+        sure_fg = cv2.erode(c8, k) > 0
+        maybe = cv2.dilate(c8, k) > 0
+        trimap = np.full(current.shape, cv2.GC_BGD, np.uint8)
+        trimap[maybe] = cv2.GC_PR_BGD
+        trimap[current] = cv2.GC_PR_FGD
+        trimap[sure_fg] = cv2.GC_FGD
+        for px, py in pts_local:
+            cv2.circle(trimap, (px, py), point_radius, int(cv2.GC_FGD), -1)
+        uncertain = (trimap == cv2.GC_PR_FGD) | (trimap == cv2.GC_PR_BGD)
+        if not uncertain.any() or not (trimap == cv2.GC_BGD).any():
+            break  # nothing to decide, or no background sample for GrabCut's colour model
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        try:
+            cv2.grabCut(crop, trimap, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
+        except cv2.error:
+            break  # e.g. a colour model without samples: keep the last good mask
+        new = (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
+        if not new.any() or any(not new[py, px] for px, py in pts_local):
+            break
+        passes += 1
+        flipped = float(np.count_nonzero((new != current) & uncertain)) / float(uncertain.sum())
+        changed.append(flipped)
+        current = new
+        if flipped < tol:
+            break
+    out = m.copy()
+    out[y0 : y1 + 1, x0 : x1 + 1] = current
+    return Refinement(out, passes, changed)
