@@ -328,9 +328,10 @@ def paint_labels(pieces: Sequence[MaskPiece], row0: int, col0: int, row1: int, c
       (np.ndarray): (row1 - row0, col1 - col0) uint32.
     """
     out = np.zeros((row1 - row0, col1 - col0), dtype=np.uint32)
-    order = sorted(range(len(pieces)), key=lambda k: -pieces[k].area)
-    for k in order:
-        r0, c0, r1, c1 = pieces[k].bounds
-        if r0 < row1 and row0 < r1 and c0 < col1 and col0 < c1:
-            out[pieces[k].window(row0, col0, row1, col1)] = k + 1
+    if not pieces:
+        return out
+    b = np.array([p.bounds for p in pieces], dtype=np.int64)
+    hits = np.flatnonzero((b[:, 0] < row1) & (row0 < b[:, 2]) & (b[:, 1] < col1) & (col0 < b[:, 3]))
+    for k in sorted(hits.tolist(), key=lambda k: -pieces[k].area):  # areas only of the pieces here
+        out[pieces[k].window(row0, col0, row1, col1)] = k + 1
     return out
