@@ -1136,7 +1136,21 @@ def cli_cases() -> Iterator[Case]:
         limit_s=250,
     )
     (TMP / "resume.pt").unlink(missing_ok=True)
-    deep = ["train", "--steps", "1", "--batch-images", "1", "--threads", "1", "--out", "resume.pt"]
+    # --pool-size 4: the default 768-scene pool takes minutes to build on a loaded CPU (older code lacks
+    # the flag and then fails with an argparse error)
+    deep = [
+        "train",
+        "--steps",
+        "1",
+        "--batch-images",
+        "1",
+        "--threads",
+        "1",
+        "--pool-size",
+        "4",
+        "--out",
+        "resume.pt",
+    ]
     yield Case(
         "cli",
         "resume with another --depth",
