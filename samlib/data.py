@@ -116,7 +116,7 @@ def data_root(explicit: str | Path | None = None) -> Path | None:
     if env:
         return Path(env).expanduser().absolute()
     default = _REPO_ROOT.parent / "shared" / "data"
-    return default.resolve() if default.is_dir() else None
+    return default if default.is_dir() else None  # absolute already; symlinks kept as the user made them
 
 
 def require_data(name: str, root: str | Path | None = None) -> Path:
