@@ -156,4 +156,5 @@ def masks_to_grid(masks: Sequence[np.ndarray], embedded: EmbeddedImages, grid: i
         square = np.zeros((s, s), np.float32)
         square[:h, :w] = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
         out[i, 0] = square if grid == s else cv2.resize(square, (grid, grid), interpolation=cv2.INTER_AREA)
+    np.clip(out, 0.0, 1.0, out=out)  # resizing can overshoot [0, 1] by float rounding
     return torch.from_numpy(out)

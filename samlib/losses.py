@@ -43,6 +43,9 @@ def _prepare(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
     return logits.flatten(2), target.flatten(2)
 
 
+_TARGET_TOLERANCE = 1e-3
+
+
 def _check_target(target: torch.Tensor) -> None:
     """Targets are probabilities: binary masks (0/1) or soft masks in [0, 1]; 0/255 masks are refused
     (they make BCE and Dice negative and training silently wrong)."""
@@ -51,7 +54,8 @@ def _check_target(target: torch.Tensor) -> None:
     lo, hi = float(target.min()), float(target.max())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InvalidInputError("target contains NaN or infinite values.")
-    if lo < 0.0 or hi > 1.0:
+    # A little float rounding is no 0/255 mask: area-resized soft targets land a few ulp outside [0, 1].
+    if lo < -_TARGET_TOLERANCE or hi > 1.0 + _TARGET_TOLERANCE:
         raise InvalidInputError(
             f"target values must be in [0, 1] (binary or soft masks), got [{lo:g}, {hi:g}]; a 0/255 mask "
             "needs mask > 0 (or / 255) first."
