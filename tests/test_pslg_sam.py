@@ -275,6 +275,21 @@ def test_grounding_head_shapes_and_box_frame() -> None:
     assert float(G.generalized_box_iou_loss(torch.tensor([0.0, 0, 1, 1]), torch.tensor([2.0, 2, 3, 3]))) > 1
 
 
+def test_grounding_head_encodes_each_image_once_for_many_sentences() -> None:
+    torch.manual_seed(0)
+    head = G.GroundingHead(16, text_dim=8, dim=16, grid=4, n_queries=2, layers=1, heads=2).eval()
+    images, tokens = torch.randn(2, 19, 4, 4), torch.randn(3, 5, 8)
+    pad, sentences = torch.zeros(3, 5, dtype=torch.bool), torch.randn(3, 8)
+    index = torch.tensor([1, 0, 1])  # sentences 0 and 2 refer into image 1
+    with torch.no_grad():
+        shared = head(images, tokens, pad, sentences, image_index=index)
+        one_by_one = head(images[index], tokens, pad, sentences)
+    for a, b in zip(shared, one_by_one):
+        assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(InvalidInputError, match="image_index"):
+        head(images, tokens, pad, sentences)  # 2 images, 3 sentences, no index
+
+
 # ------------------------------------------------------------------------------------------ pipeline
 
 

@@ -271,36 +271,18 @@ def generalized_box_iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.
     return 1 - (iou - (hull - union) / hull)
 
 
-class _FusionBlock(nn.Module):
-    """Image tokens read the sentence (cross-attention), then each other (self-attention), then an MLP."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.read_text = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.mix = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
-
-    def forward(
-        self, img: torch.Tensor, pos: torch.Tensor, txt: torch.Tensor, pad: torch.Tensor
-    ) -> torch.Tensor:
-        img = self.norms[0](img + self.read_text(img + pos, txt, txt, key_padding_mask=pad)[0])
-        q = img + pos
-        img = self.norms[1](img + self.mix(q, q, img)[0])
-        return self.norms[2](img + self.mlp(img))
-
-
 class GroundingHead(nn.Module):
-    """Fuse image features and sentence tokens; point at the referred object with sentence-conditioned
-    queries and regress its box.
+    """Point at the object a sentence refers to with sentence-conditioned queries, and regress its box.
 
     * image tokens: the SAM embedding average-pooled to ``grid`` x ``grid`` (plus, with
-      ``colour_channels=3``, a colour thumbnail of the image at that grid), a 1x1 projection to ``dim``
-      and a learned position embedding;
+      ``colour_channels=3``, a colour thumbnail of the image at that grid), a 1x1 + 3x3 projection to
+      ``dim``, a learned position embedding and ``layers`` self-attention blocks -- computed **once per
+      image**, however many sentences refer into it (so a training step sees every sentence of its
+      images for the price of one image pass);
     * text tokens: MiniLM token states projected to ``dim``;
-    * fusion: ``layers`` blocks in which the image tokens attend to the text, then to each other;
     * queries: ``n_queries`` learned queries plus the projected sentence vector (LQVG's
-      language-conditioned queries), refined by a transformer decoder over the fused image tokens;
+      language-conditioned queries), refined by a ``layers``-block transformer decoder whose memory is
+      the text tokens followed by the image tokens;
     * per query: a pointer -- a softmax over the image cells whose expectation is the box centre (a
       soft arg-max, so L1 / GIoU train it directly; an auxiliary cross-entropy asks it to peak at the
       cell holding the true centre) -- plus a centre offset, the box size and a score.
@@ -313,7 +295,7 @@ class GroundingHead(nn.Module):
       dim (int): model width.
       grid (int): side of the pooled image grid.
       n_queries (int): box queries.
-      layers (int): fusion and decoder blocks.
+      layers (int): image self-attention blocks, and query decoder blocks.
       heads (int): attention heads.
       colour_channels (int): 3 to append a colour thumbnail, 0 for the embedding alone.
     """
@@ -338,8 +320,13 @@ class GroundingHead(nn.Module):
         self.text_proj = nn.Linear(text_dim, dim)
         self.sentence_proj = nn.Linear(text_dim, dim)
         self.queries = nn.Parameter(torch.randn(n_queries, dim) * 0.02)
-        self.fusion = nn.ModuleList(_FusionBlock(dim, heads) for _ in range(layers))
-        layer = nn.TransformerDecoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True)
+        encoder_layer = nn.TransformerEncoderLayer(
+            dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.image_layers = nn.TransformerEncoder(encoder_layer, layers, enable_nested_tensor=False)
+        layer = nn.TransformerDecoderLayer(
+            dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.decoder = nn.TransformerDecoder(layer, layers)
         self.pointer = nn.Linear(dim, dim)
         self.size_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 4))
@@ -347,38 +334,51 @@ class GroundingHead(nn.Module):
         ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
         self.register_buffer("cell_xy", torch.stack([xs, ys], -1).reshape(-1, 2).float().add(0.5) / grid)
 
-    def forward(
-        self,
-        image_features: torch.Tensor,
-        text_tokens: torch.Tensor,
-        text_padding: torch.Tensor,
-        sentence: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """
-        Arguments:
-          image_features (torch.Tensor): (B, image_dim + colour_channels, grid, grid).
-          text_tokens (torch.Tensor): (B, L, text_dim).
-          text_padding (torch.Tensor): (B, L) bool, True = padding.
-          sentence (torch.Tensor): (B, text_dim) pooled sentence vectors.
-
-        Returns:
-          (torch.Tensor, torch.Tensor, torch.Tensor): boxes (B, Q, 4) as (cx, cy, w, h) in [0, 1],
-            scores (B, Q), and pointer logits over the cells (B, Q, grid * grid).
-        """
+    def encode_images(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(B, image_dim + colour_channels, grid, grid) -> image tokens (B, grid * grid, dim)."""
         expected = (self.image_dim + self.colour_channels, self.grid, self.grid)
         if image_features.dim() != 4 or tuple(image_features.shape[1:]) != expected:
             raise InvalidInputError(
                 f"image_features must be (B, {expected}), got {tuple(image_features.shape)}."
             )
         img = self.image_proj(image_features).flatten(2).transpose(1, 2)
-        txt = self.text_proj(text_tokens)
-        for block in self.fusion:
-            img = block(img, self.pos, txt, text_padding)
+        return self.image_layers(img + self.pos)
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_padding: torch.Tensor,
+        sentence: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        Arguments:
+          image_features (torch.Tensor): (B, image_dim + colour_channels, grid, grid).
+          text_tokens (torch.Tensor): (S, L, text_dim).
+          text_padding (torch.Tensor): (S, L) bool, True = padding.
+          sentence (torch.Tensor): (S, text_dim) pooled sentence vectors.
+          image_index (torch.Tensor | None): (S,) the image each sentence refers into; None when
+            sentence ``i`` refers into image ``i`` (S == B).
+
+        Returns:
+          (torch.Tensor, torch.Tensor, torch.Tensor): boxes (S, Q, 4) as (cx, cy, w, h) in [0, 1],
+            scores (S, Q), and pointer logits over the cells (S, Q, grid * grid).
+        """
+        img = self.encode_images(image_features)
+        if image_index is not None:
+            img = img[image_index]
+        elif img.shape[0] != sentence.shape[0]:
+            raise InvalidInputError(
+                f"got {img.shape[0]} images and {sentence.shape[0]} sentences: pass image_index."
+            )
+        memory = torch.cat([self.text_proj(text_tokens), img], 1)
+        memory_padding = torch.cat([text_padding, text_padding.new_zeros(img.shape[:2])], 1)
         queries = self.queries.unsqueeze(0) + self.sentence_proj(sentence).unsqueeze(1)
-        hs = self.decoder(queries, img + self.pos)
-        logits = torch.einsum("bqd,bnd->bqn", self.pointer(hs), img + self.pos) / img.shape[-1] ** 0.5
+        hs = self.decoder(queries, memory, memory_key_padding_mask=memory_padding)
+        logits = torch.einsum("bqd,bnd->bqn", self.pointer(hs), img) / img.shape[-1] ** 0.5
         weights = logits.softmax(-1)
-        centre = weights @ self.cell_xy  # (B, Q, 2) soft arg-max
+        centre = weights @ self.cell_xy  # (S, Q, 2) soft arg-max
         pooled = weights @ img  # what the pointer looks at
         raw = self.size_head(torch.cat([hs, pooled], -1))
         cxcy = (centre + 0.5 * torch.tanh(raw[..., :2]) / self.grid).clamp(0, 1)
@@ -507,8 +507,8 @@ def train_grounder(
     samples: Sequence[ReferringSample],
     encoder: SentenceEncoder,
     steps: int = 600,
-    batch_size: int = 32,
-    lr: float = 1e-3,
+    batch_size: int = 2,
+    lr: float = 3e-3,
     seed: int = 0,
     l1_weight: float = 5.0,
     giou_weight: float = 2.0,
@@ -530,7 +530,8 @@ def train_grounder(
       images (Sequence[np.ndarray]): N training images.
       samples (Sequence[ReferringSample]): training sentences; ``sample.image_index`` indexes ``images``.
       encoder (SentenceEncoder): the frozen sentence encoder.
-      steps, batch_size, lr, seed: the optimisation (AdamW, cosine schedule with warm-up).
+      steps, lr, seed: the optimisation (AdamW, cosine schedule with warm-up).
+      batch_size (int): images per step; every sentence of those images is in the step.
       **head_options: keyword arguments of :class:`GroundingHead` (dim, grid, n_queries, ...).
 
     Returns:
@@ -556,13 +557,20 @@ def train_grounder(
     g = head.grid
     cells = (targets[:, 1] * g).long().clamp(0, g - 1) * g + (targets[:, 0] * g).long().clamp(0, g - 1)
 
+    by_image = [torch.nonzero(image_idx == i).flatten() for i in range(len(images))]
+    with_sentences = [i for i, rows in enumerate(by_image) if len(rows)]
+
     def loss_fn(batch: np.ndarray) -> torch.Tensor:
-        j = torch.as_tensor(batch, device=dev)
+        picked = [with_sentences[int(b)] for b in batch]
+        j = torch.cat([by_image[i] for i in picked])  # every sentence of the batch's images
+        local = torch.cat([torch.full((len(by_image[i]),), k, device=dev) for k, i in enumerate(picked)])
         length = int((~pad[j]).sum(1).max())
-        boxes, scores, logits = head(feats[image_idx[j]], tokens[j, :length], pad[j, :length], pooled[j])
+        boxes, scores, logits = head(
+            feats[picked], tokens[j, :length], pad[j, :length], pooled[j], image_index=local
+        )
         per_query = _box_losses(boxes, targets[j], l1_weight, giou_weight)
         best = per_query.detach().argmin(1)
-        chosen = logits[torch.arange(len(j), device=dev), best]  # (B, cells) of the trained query
+        chosen = logits[torch.arange(len(j), device=dev), best]  # (S, cells) of the trained query
         loss = per_query.gather(1, best[:, None]).mean() + pointer_weight * F.cross_entropy(chosen, cells[j])
         if scores.shape[1] > 1:
             loss = loss + F.cross_entropy(scores, best)
@@ -571,9 +579,9 @@ def train_grounder(
     losses = fit(
         head.parameters(),
         loss_fn,
-        n_items=len(samples),
+        n_items=len(with_sentences),
         steps=steps,
-        batch_size=min(batch_size, len(samples)),
+        batch_size=min(batch_size, len(with_sentences)),
         lr=lr,
         warmup=max(1, steps // 20),
         seed=seed,
