@@ -339,7 +339,19 @@ def test_chapter_records_every_contract_key() -> None:
 
 @pytest.mark.notebook
 def test_chapter_trained_grounder_beats_the_centre_box() -> None:
+    """Smoke seeds 0 / 1 / 2: Acc@0.5 0.189 / 0.036 / 0.111 and mean box IoU 0.181 / 0.075 / 0.118 against the
+    centre box's 0.000 and 0.005. (The named-kind guess, 0.377 / 0.429 / 0.429, is not beaten in smoke.)"""
     res = run_notebook(CHAPTER)["results"]
     grounder, centre = res["grounding_generated"], res["grounding_centre_box_generated"]
     assert grounder["acc50"] > centre["acc50"], (grounder, centre)
     assert grounder["mean_box_iou"] > centre["mean_box_iou"], (grounder, centre)
+
+
+@pytest.mark.notebook
+def test_chapter_cfpg_and_mbo_beat_box_only_sam_with_oracle_boxes() -> None:
+    """The paper's ablation claim (CFPG + MBO over box-only SAM), on the generated test scenes with oracle
+    boxes. Smoke seeds 0 / 1 / 2 measured mIoU gains of +0.054 / +0.050 / +0.056 and oIoU gains of +0.036 /
+    +0.028 / +0.022 (almost all from MBO; CFPG alone: +0.003 / -0.002 / +0.000); 0.02 holds for each."""
+    res = run_notebook(CHAPTER)["results"]
+    ours, base = res["pslg_sam_oracle_generated"], res["box_only_oracle_generated"]
+    assert ours["miou"] > base["miou"] + 0.02 or ours["oiou"] > base["oiou"] + 0.02, (ours, base)
