@@ -100,7 +100,7 @@ class TiledSegmenter:
         """Pixel -> map transform of :attr:`grid_shape` (the raster's when ``downsample`` is 1)."""
         from affine import Affine
 
-        return tuple(Affine(*self.info.transform[:6]) * Affine.scale(self.downsample))[:6]
+        return tuple(Affine(*self.info.transform[:6]) @ Affine.scale(self.downsample))[:6]
 
     def read(self, window: Window) -> geo.GeoImage:
         """One window of the grid as SAM input (same stretch for every window): the raster pixels it
