@@ -254,7 +254,10 @@ def test_click_in_jupyterlab_shows_and_exports_the_mask(lab: Lab) -> None:
     image, obj = object_image()
     _write_notebook(lab.folder, image)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shots = {k: SCREENSHOTS / f"widget_click_{k}.png" for k in ("page_before", "page_mask", "image_mask")}
+    shots = {
+        k: SCREENSHOTS / f"widget_click_{k}.png"
+        for k in ("page_before", "image_before", "page_mask", "image_mask", "page_exported")
+    }
     external: list[str] = []
     js_errors: list[str] = []
     host = lab.url.removeprefix("http://")
@@ -295,11 +298,24 @@ def test_click_in_jupyterlab_shows_and_exports_the_mask(lab: Lab) -> None:
                 )
             except PlaywrightTimeout:
                 fail(f"the notebook or its kernel did not start in JupyterLab within {KERNEL_S} s")
-            dialog = page.locator(".jp-Dialog").get_by_role("button", name="Select")
-            if dialog.count():
-                dialog.first.click()
-            editor.click()
-            page.keyboard.press("Shift+Enter")  # run the cell
+            prompt = page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first
+            for _attempt in range(3):  # run the cell; a "Select Kernel" dialog drops the run: accept, retry
+                dialog = page.locator(".jp-Dialog").get_by_role("button", name="Select")
+                if dialog.count():
+                    dialog.first.click()
+                editor.click()
+                page.keyboard.press("Shift+Enter")
+                try:
+                    page.wait_for_function(
+                        "(el) => /\\[[*0-9]+\\]/.test(el.textContent)",
+                        arg=prompt.element_handle(),
+                        timeout=15_000,
+                    )
+                    break
+                except PlaywrightTimeout:
+                    continue
+            else:
+                fail("the cell did not start running after three tries")
             image_el = page.locator(".jp-OutputArea .widget-image, .jp-OutputArea img.jupyter-widgets").first
             try:
                 image_el.wait_for(state="visible", timeout=WIDGET_SHOW_S * 1000)
@@ -311,7 +327,7 @@ def test_click_in_jupyterlab_shows_and_exports_the_mask(lab: Lab) -> None:
             except PlaywrightTimeout:
                 fail(f"the widget's image did not appear within {WIDGET_SHOW_S} s")
             page.screenshot(path=str(shots["page_before"]))
-            before = _overlay_fraction(_image_pixels(image_el, shots["image_mask"]), obj)
+            before = _overlay_fraction(_image_pixels(image_el, shots["image_before"]), obj)
 
             natural = image_el.evaluate("(el) => [el.naturalWidth, el.naturalHeight]")
             assert natural == [SIZE, SIZE], f"the widget shows a {natural} image, expected {SIZE} x {SIZE}"
@@ -336,13 +352,15 @@ def test_click_in_jupyterlab_shows_and_exports_the_mask(lab: Lab) -> None:
 
             page.get_by_role("button", name="export").click()
             exported = lab.folder / "exported.npy"
-            deadline = time.monotonic() + EXPORT_S
-            while not exported.exists() and time.monotonic() < deadline:
-                page.wait_for_timeout(500)
+            label = page.locator(".jp-OutputArea .widget-label", has_text="exported")
+            try:  # the status line changes once np.save has returned
+                label.first.wait_for(timeout=EXPORT_S * 1000)
+            except PlaywrightTimeout:
+                fail(f"the export button did not report an export within {EXPORT_S} s")
+            status = label.first.inner_text()
+            page.screenshot(path=str(shots["page_exported"]))
             if not exported.exists():
-                fail(f"the export button wrote no {exported.name} within {EXPORT_S} s")
-            page.wait_for_timeout(500)  # np.save has returned once the status line says so
-            status = page.locator(".jp-OutputArea .widget-label").last.inner_text(timeout=10_000)
+                fail(f"the status line says {status!r} but {exported.name} does not exist")
         finally:
             browser.close()
 
