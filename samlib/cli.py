@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--overlap", type=int, default=None, help="overlap of neighbouring tiles in px (default: tile/4)"
     )
+    seg.add_argument(
+        "--downsample",
+        type=int,
+        default=1,
+        help="read tiles this many times smaller and predict on that grid (large rasters; default 1)",
+    )
     seg.add_argument("--points-per-side", type=int, default=16, help="--auto: prompt grid per tile")
     seg.add_argument(
         "--pred-iou-thresh", type=float, default=0.88, help="--auto: keep masks above this predicted IoU"
@@ -123,7 +129,9 @@ def _segment(args: argparse.Namespace) -> str:
         raise
     except InvalidInputError as e:
         raise CheckpointUnavailableError(str(e)) from e
-    seg = TiledSegmenter(sam, args.raster, bands=args.bands, tile=args.tile, overlap=args.overlap)
+    seg = TiledSegmenter(
+        sam, args.raster, bands=args.bands, tile=args.tile, overlap=args.overlap, downsample=args.downsample
+    )
     progress = not args.quiet
     if args.boxes:
         pieces = seg.predict_boxes(seg.boxes_to_pixels(boxes), progress=progress)  # type: ignore[arg-type]
@@ -142,7 +150,7 @@ def _segment(args: argparse.Namespace) -> str:
     seg.write_geotiff(pieces, args.out)
     summary = (
         f"{len(pieces)} masks ({kind}) over {info.width} x {info.height} px in {len(seg.windows)} tiles of "
-        f"{seg.tile} px -> {args.out}"
+        f"{seg.tile} px{f' read at 1/{seg.downsample}' if seg.downsample > 1 else ''} -> {args.out}"
     )
     if args.vector:
         n_polys = seg.write_vectors(pieces, args.vector, args.simplify)

@@ -227,6 +227,7 @@ def read_geotiff(
     window: tuple[int, int, int, int] | None = None,
     stretch: Stretch | None = None,
     percentiles: tuple[float, float] = (2.0, 98.0),
+    out_shape: tuple[int, int] | None = None,
 ) -> GeoImage:
     """Read a GeoTIFF (or any raster GDAL reads) as SAM input, keeping its georeferencing.
 
@@ -239,6 +240,10 @@ def read_geotiff(
       stretch (Stretch | None): the mapping to uint8; None computes it with :func:`compute_stretch` on
         the whole raster (pass one in to read many windows with the same mapping).
       percentiles (tuple[float, float]): used when ``stretch`` is None.
+      out_shape (tuple[int, int] | None): (height, width) to resample the (clipped) window to, by
+        averaging (GDAL reads decimated, from overviews where the file has them): a large window read
+        small never sits in memory at full resolution. The returned transform is that of the
+        resampled pixels. None keeps the raster's resolution.
 
     Returns:
       (GeoImage): image (H, W, 3) uint8, valid mask, the window's transform, CRS and stretch.
@@ -260,8 +265,24 @@ def read_geotiff(
             if h < 1 or w < 1:
                 raise InvalidInputError(f"window height and width must be >= 1, got {window}.")
             win = Window(col, row, w, h).intersection(Window(0, 0, ds.width, ds.height))
-        data = ds.read(list(chosen), window=win, masked=True)
-        transform = tuple(ds.transform @ Affine.translation(win.col_off, win.row_off))[:6]
+        if out_shape is None:
+            data = ds.read(list(chosen), window=win, masked=True)
+            transform = tuple(ds.transform @ Affine.translation(win.col_off, win.row_off))[:6]
+        else:
+            from rasterio.enums import Resampling
+
+            oh, ow = (int(v) for v in out_shape)
+            if oh < 1 or ow < 1:
+                raise InvalidInputError(f"out_shape must be >= (1, 1), got {out_shape}.")
+            data = ds.read(
+                list(chosen), window=win, out_shape=(len(chosen), oh, ow), masked=True,
+                resampling=Resampling.average,
+            )  # fmt: skip
+            transform = tuple(
+                ds.transform
+                @ Affine.translation(win.col_off, win.row_off)
+                @ Affine.scale(win.width / ow, win.height / oh)
+            )[:6]
         crs = ds.crs.to_wkt() if ds.crs else None
     valid = np.asarray(~np.ma.getmaskarray(data).any(axis=0), dtype=bool)
     image = stretch.apply(np.ma.filled(data, 0))

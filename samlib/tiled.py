@@ -15,6 +15,13 @@ than the overlap is seen whole by some window:
   window they touch are joined);
 * masks are kept as crops of their bounding boxes, and the label raster is written window by window
   (each window writes only its core: the halo is cropped).
+
+``downsample=s`` reads every window ``s`` times smaller (GDAL averages while reading, so a large window
+is never in memory at full resolution) and predicts on that grid: one mask pixel covers ``s x s``
+raster pixels. This trades resolution for tiles: a 20000 x 20000 raster in 4096-px windows read at
+1/16 is 36 encoder inputs of 256 px instead of ~11000 at full resolution. Masks (:class:`MaskPiece`)
+are then in the coordinates of the downsampled grid (:attr:`TiledSegmenter.grid_shape`); the writers
+put them back on the raster (label GeoTIFF at full resolution, nearest; polygons in map coordinates).
 """
 
 from __future__ import annotations
@@ -45,9 +52,12 @@ class TiledSegmenter:
       sam (Sam): the model.
       path (str | Path): the raster.
       bands (Sequence[int] | None): 1 or 3 bands, 1-based (see :func:`samlib.geo.select_bands`).
-      tile (int | None): window size in px; None = the encoder's input size (no resizing in SAM).
-      overlap (int | None): minimum overlap of neighbouring windows; None = tile // 4.
+      tile (int | None): window size in raster px; None = the encoder's input size times
+        ``downsample`` (no resizing in SAM).
+      overlap (int | None): minimum overlap of neighbouring windows in raster px; None = tile // 4.
       cache_size (int): embeddings kept (windows revisited by later prompts are not re-encoded).
+      downsample (int): read windows this many times smaller and predict on that grid (1 = full
+        resolution); see the module's docstring.
     """
 
     def __init__(
@@ -58,14 +68,20 @@ class TiledSegmenter:
         tile: int | None = None,
         overlap: int | None = None,
         cache_size: int = 8,
+        downsample: int = 1,
     ) -> None:
+        if int(downsample) < 1:
+            raise InvalidInputError(f"downsample must be an integer >= 1, got {downsample}.")
         self.sam = sam
         self.path = Path(path)
         self.info = geo.raster_info(self.path)
         self.stretch = geo.compute_stretch(self.path, bands)
-        self.tile = int(tile or sam.image_encoder.img_size)
+        self.downsample = int(downsample)
+        self.tile = int(tile or sam.image_encoder.img_size * self.downsample)
         self.overlap = int(self.tile // 4 if overlap is None else overlap)
-        self.windows = sliding_windows(self.info.height, self.info.width, self.tile, self.overlap)
+        s = self.downsample
+        grid_tile = max(1, -(-self.tile // s))
+        self.windows = sliding_windows(*self.grid_shape, grid_tile, min(self.overlap // s, grid_tile - 1))
         self.predictor = PromptPredictor(sam, EmbeddingCache(cache_size))
 
     @property
@@ -73,13 +89,38 @@ class TiledSegmenter:
         """(H, W) of the raster."""
         return self.info.height, self.info.width
 
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(H, W) of the grid windows and masks live on: the raster's, ``downsample`` times smaller."""
+        s = self.downsample
+        return -(-self.info.height // s), -(-self.info.width // s)
+
+    @property
+    def grid_transform(self) -> tuple[float, ...]:
+        """Pixel -> map transform of :attr:`grid_shape` (the raster's when ``downsample`` is 1)."""
+        from affine import Affine
+
+        return tuple(Affine(*self.info.transform[:6]) @ Affine.scale(self.downsample))[:6]
+
     def read(self, window: Window) -> geo.GeoImage:
-        """One window of the raster as SAM input (same stretch for every window)."""
+        """One window of the grid as SAM input (same stretch for every window): the raster pixels it
+        covers, averaged ``downsample`` x ``downsample`` while reading."""
+        s = self.downsample
+        if s == 1:
+            return geo.read_geotiff(
+                self.path,
+                self.stretch.bands,
+                window=(window.row, window.col, window.height, window.width),
+                stretch=self.stretch,
+            )
+        h, w = self.shape
+        row, col = window.row * s, window.col * s
         return geo.read_geotiff(
             self.path,
             self.stretch.bands,
-            window=(window.row, window.col, window.height, window.width),
+            window=(row, col, min(window.height * s, h - row), min(window.width * s, w - col)),
             stretch=self.stretch,
+            out_shape=(window.height, window.width),
         )
 
     # --- coordinates ---------------------------------------------------------------------------------
@@ -114,7 +155,7 @@ class TiledSegmenter:
         """The window holding ``box_px`` (x0, y0, x1, y1) with the most margin, or a window centred on
         it (as large as needed) when no tile of the grid holds it whole."""
         x0, y0, x1, y1 = box_px
-        h, w = self.shape
+        h, w = self.grid_shape
         best, margin = None, -1.0
         for win in self.windows:
             if win.contains(y0, x0, y1, x1):
@@ -146,7 +187,7 @@ class TiledSegmenter:
             return []
         self._check_inside(b, "boxes")
         h, w = self.shape
-        b = np.clip(b, 0, [w, h, w, h])
+        b = np.clip(b, 0, [w, h, w, h]) / self.downsample
         groups: dict[Window, list[int]] = {}
         for i, box in enumerate(b):
             groups.setdefault(self._route(box), []).append(i)
@@ -156,7 +197,7 @@ class TiledSegmenter:
             local = b[idx] - [win.col, win.row, win.col, win.row]
             pred = self.predictor.predict_batch(boxes=local, multimask_output=False)
             for k, i in enumerate(idx):
-                piece = mask_piece(pred.masks[k, 0], win, self.shape, float(pred.scores[k, 0]))
+                piece = mask_piece(pred.masks[k, 0], win, self.grid_shape, float(pred.scores[k, 0]))
                 out[i] = piece or MaskPiece(win.row, win.col, np.zeros((1, 1), bool), 0.0)
         return [p for p in out if p is not None]
 
@@ -178,6 +219,7 @@ class TiledSegmenter:
         if lab.shape != (len(p),) or not np.isin(lab, (0, 1)).all():
             raise InvalidInputError(f"labels must be (N,) = ({len(p)},) of 1 / 0, got {lab.tolist()[:10]}.")
         self._check_inside(np.concatenate([p, p + 1e-6], axis=1), "points")
+        p = p / self.downsample
         positives = np.flatnonzero(lab == 1)
         if positives.size == 0:
             raise InvalidInputError("Give at least one positive point (label 1).")
@@ -198,7 +240,7 @@ class TiledSegmenter:
                     coords, np.array([1] + [0] * len(negatives)), multimask_output=True
                 )
                 k = int(pred.best_index())
-                piece = mask_piece(pred.masks[k], win, self.shape, float(pred.scores[k]))
+                piece = mask_piece(pred.masks[k], win, self.grid_shape, float(pred.scores[k]))
                 out[i] = piece or MaskPiece(win.row, win.col, np.zeros((1, 1), bool), 0.0)
         return [out[int(i)] for i in positives]
 
@@ -209,6 +251,7 @@ class TiledSegmenter:
         generator: MaskGenerator | None = None,
         iou_threshold: float = 0.5,
         progress: bool = False,
+        max_tiles: int | None = None,
         **generator_kwargs: Any,
     ) -> list[MaskPiece]:
         """Automatic masks over the whole raster, window by window, merged across windows.
@@ -218,6 +261,8 @@ class TiledSegmenter:
             :class:`SamAutomaticMaskGenerator` on this model with ``generator_kwargs``.
           iou_threshold (float): overlap IoU above which masks of neighbouring windows are one object.
           progress (bool): show a tqdm bar over windows.
+          max_tiles (int | None): stop after this many windows (row-major), e.g. to time a fraction of
+            a large raster; None = all.
 
         Returns:
           (list[MaskPiece]): merged masks, by decreasing score.
@@ -227,11 +272,12 @@ class TiledSegmenter:
 
             generator = SamAutomaticMaskGenerator(self.sam, **generator_kwargs).generate
         pieces: list[MaskPiece] = []
-        for t, win in enumerate(tqdm(self.windows, desc="tiles", disable=not progress)):
+        windows = self.windows[: len(self.windows) if max_tiles is None else max(0, int(max_tiles))]
+        for t, win in enumerate(tqdm(windows, desc="tiles", disable=not progress)):
             tile = self.read(win)
             for rec in generator(tile.image):
                 seg = np.asarray(rec["segmentation"], dtype=bool) & tile.valid
-                piece = mask_piece(seg, win, self.shape, float(rec.get("predicted_iou", 1.0)), tile=t)
+                piece = mask_piece(seg, win, self.grid_shape, float(rec.get("predicted_iou", 1.0)), tile=t)
                 if piece is not None:
                     pieces.append(piece)
         return merge_tile_pieces(pieces, self.windows, iou_threshold)
@@ -240,14 +286,20 @@ class TiledSegmenter:
 
     def write_geotiff(self, pieces: Sequence[MaskPiece], path: str | Path) -> Path:
         """Label raster (mask k -> label k + 1, 0 = background/nodata) with the source's CRS and
-        transform, written window core by window core."""
+        transform, written window core by window core (with ``downsample`` > 1 each grid pixel's label
+        is repeated over the raster pixels it covers)."""
         n = len(pieces)
         dtype = "uint8" if n < 256 else "uint16" if n < 65536 else "uint32"
         h, w = self.shape
+        s = self.downsample
         with geo.MaskWriter(path, h, w, self.info.transform, self.info.crs, dtype=dtype, nodata=0) as writer:
             for win in self.windows:
                 r0, c0, r1, c1 = win.core
-                writer.write(paint_labels(pieces, r0, c0, r1, c1), r0, c0)
+                labels = paint_labels(pieces, r0, c0, r1, c1).astype(dtype)
+                if s > 1:
+                    labels = np.repeat(np.repeat(labels, s, axis=0), s, axis=1)
+                    labels = labels[: min(r1 * s, h) - r0 * s, : min(c1 * s, w) - c0 * s]
+                writer.write(labels, r0 * s, c0 * s)
         return Path(path)
 
     def write_vectors(
@@ -259,7 +311,7 @@ class TiledSegmenter:
         props: list[dict[str, float]] = []
         for k, piece in enumerate(pieces):
             for poly, _ in geo.masks_to_polygons(
-                piece.mask, self.info.transform, simplify_tolerance, offset=(piece.row, piece.col)
+                piece.mask, self.grid_transform, simplify_tolerance, offset=(piece.row, piece.col)
             ):
                 polys.append((poly, k + 1))
                 props.append({"score": piece.score})

@@ -170,7 +170,9 @@ class ClickPrompter:
     """Prompt SAM by clicking on an image in JupyterLab: left click = positive point, right click (or
     the "negative" toggle) = negative point, drag = box; the mask is re-predicted from the cached
     embedding after every click (the encoder ran once, in the constructor). "accept" keeps the current
-    mask as one object and starts the next; undo / clear / export act on the prompts and the objects.
+    mask as one object and starts the next; undo / clear / export act on the prompts and the objects
+    (the "export" button writes :meth:`export_masks` as ``.npy``, and GeoJSON beside it when the image
+    is georeferenced).
 
     Built on ``ipyevents`` (mouse events on an ``ipywidgets.Image``): a maintained, small extension
     that reports clicks with button and image pixel coordinates (``dataX``/``dataY``), so no canvas
@@ -202,6 +204,7 @@ class ClickPrompter:
         self._history: list[str] = []  # "point" / "box" / "accept", for undo
         self._mask: Any = None
         self._image_widget: Any = None
+        self._status: Any = None
         predictor.set_image(self.image)
 
     # --- prompting (no browser needed) ---------------------------------------------------------------
@@ -294,6 +297,22 @@ class ClickPrompter:
             polys += [(p, k) for p, _ in geo.masks_to_polygons(m, self.transform, simplify_tolerance)]
         return str(geo.write_vectors(path, polys, self.crs))
 
+    def export(self, path: str = "clicked_masks.npy") -> list[str]:
+        """Write :meth:`export_masks` to ``path`` (``.npy``) and, when the image is georeferenced, the
+        polygons to ``path`` with ``.geojson``; returns the files written."""
+        from pathlib import Path
+
+        import numpy as np
+
+        target = Path(path).with_suffix(".npy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        masks = self.export_masks()
+        np.save(target, masks)
+        written = [str(target)]
+        if self.transform is not None and len(masks):
+            written.append(self.export_geojson(str(target.with_suffix(".geojson"))))
+        return written
+
     def render(self) -> Any:
         """(H, W, 3) uint8: the image with accepted objects (green), the current mask (blue) and the
         points (positive green, negative red) drawn over it."""
@@ -318,12 +337,19 @@ class ClickPrompter:
     def _refresh(self) -> None:
         if self._image_widget is not None:
             self._image_widget.value = _png_bytes(self.render())
+        if self._status is not None:
+            self._status.value = (
+                f"points: {len(self.points)}, box: {'yes' if self.box else 'no'}, "
+                f"mask: {int(self.mask.sum())} px, objects: {len(self.objects)}"
+            )
 
-    def widget(self) -> Any:
-        """The ipywidgets box: the clickable image and undo / clear / accept / negative buttons."""
+    def widget(self, export_path: str = "clicked_masks.npy") -> Any:
+        """The ipywidgets box: the clickable image, a status line and negative / accept / undo / clear /
+        export buttons ("export" calls :meth:`export` with ``export_path``)."""
         import ipywidgets as W
         from ipyevents import Event
 
+        self._status = W.Label(value="click inside an object (right click: negative point; drag: box)")
         self._image_widget = W.Image(value=_png_bytes(self.render()), format="png")
         self._image_widget.layout.max_width = f"{self.image.shape[1]}px"
         events = Event(
@@ -352,7 +378,15 @@ class ClickPrompter:
             button = W.Button(description=name)
             button.on_click(lambda _b, act=action: act())
             buttons.append(button)
-        box = W.VBox([self._image_widget, W.HBox([toggle, *buttons])])
+
+        def on_export(_b: Any) -> None:
+            files = self.export(export_path)
+            n = len(self.export_masks())
+            self._status.value = f"exported {n} mask{'' if n == 1 else 's'} to {', '.join(files)}"
+
+        export = W.Button(description="export", tooltip=f"write the masks to {export_path}")
+        export.on_click(on_export)
+        box = W.VBox([self._image_widget, W.HBox([toggle, *buttons, export]), self._status])
         box._samlib_events = events  # keep the listener alive with the widget
         return box
 

@@ -91,6 +91,15 @@ def test_auto_runs_over_all_tiles(tmp_path: Path, raster: Path, capsys) -> None:
     assert out.exists()
 
 
+def test_auto_downsampled_writes_a_full_resolution_label_raster(tmp_path: Path, raster: Path, capsys) -> None:
+    out = tmp_path / "auto_ds.tif"
+    argv = ["segment", str(raster), "--auto", "--downsample", "2", "--points-per-side", "4"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    assert "in 1 tiles of 512 px read at 1/2" in capsys.readouterr().out
+    with rasterio.open(out) as ds:
+        assert (ds.height, ds.width) == (300, 280) and ds.transform == TRANSFORM
+
+
 def test_bad_inputs_exit_2_with_a_message(tmp_path: Path, raster: Path, capsys) -> None:
     out = str(tmp_path / "m.tif")
     bare = write_fc(tmp_path / "bare.geojson", [box_feature(28, 38, 82, 92)], crs=None)  # UTM numbers, no CRS

@@ -69,3 +69,27 @@ def test_widget_routes_mouse_events(prompter: ClickPrompter) -> None:
     events._dom_handlers({"type": "mouseup", "dataX": 40, "dataY": 44, "button": 0})
     assert prompter.box == (2, 3, 40, 44)
     assert prompter._image_widget.value[:4] == b"\x89PNG"
+
+
+def test_export_writes_numpy_and_geojson(prompter: ClickPrompter, tmp_path: Path) -> None:
+    pytest.importorskip("fiona")
+    prompter.drag(5, 5, 30, 30)
+    prompter.accept()
+    prompter.click(40, 30)
+    files = prompter.export(str(tmp_path / "out" / "clicked.npy"))
+    saved = np.load(files[0])
+    np.testing.assert_array_equal(saved, prompter.export_masks())
+    assert files[0].endswith(".npy")
+    if len(saved):
+        assert files[1].endswith(".geojson") and Path(files[1]).exists()
+
+
+def test_widget_export_button_and_status(prompter: ClickPrompter, tmp_path: Path) -> None:
+    pytest.importorskip("ipyevents")
+    box = prompter.widget(export_path=str(tmp_path / "w.npy"))
+    status = box.children[-1]
+    prompter.click(20, 20)
+    assert status.value.startswith("points: 1,")
+    export = [b for b in box.children[1].children if getattr(b, "description", "") == "export"][0]
+    export.click()
+    assert (tmp_path / "w.npy").exists() and status.value.startswith("exported ")

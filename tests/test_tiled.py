@@ -144,3 +144,35 @@ def test_automatic_with_sams_generator_runs_per_tile(tmp_path: Path, tiny_sam) -
     pieces = seg.automatic(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     assert all(p.mask.dtype == bool and p.mask.any() for p in pieces)
     seg.write_geotiff(pieces, tmp_path / "auto.tif")
+
+
+def test_downsampled_windows_give_the_same_objects_on_the_raster(tmp_path: Path, tiny_sam) -> None:
+    image, labels = scene_with_objects()  # rectangles on even pixels: exact at downsample 2
+    seg = TiledSegmenter(tiny_sam, write_rgb(tmp_path / "s.tif", image), tile=128, overlap=48, downsample=2)
+    assert seg.grid_shape == (100, 95) and len(seg.windows) == 4
+    win = seg.windows[0]
+    tile = seg.read(win)
+    assert tile.image.shape == (win.height, win.width, 3)
+    assert tile.transform == tuple(TRANSFORM @ Affine.scale(2))[:6] == seg.grid_transform
+    pieces = seg.automatic(generator=components)
+    assert len(pieces) == labels.max()
+    written_path = seg.write_geotiff(pieces, tmp_path / "labels.tif")
+    with rasterio.open(written_path) as ds:
+        written = ds.read(1)
+        assert written.shape == labels.shape and ds.transform == TRANSFORM
+    for k in range(1, labels.max() + 1):  # each object is one label at full resolution, exactly
+        assert len(np.unique(written[labels == k])) == 1
+    assert ((written > 0) == (labels > 0)).all()
+    gpkg = tmp_path / "labels.gpkg"
+    assert seg.write_vectors(pieces, gpkg) == labels.max()
+    import fiona
+    from shapely.geometry import shape
+
+    with fiona.open(gpkg) as src:
+        area = sum(shape(f["geometry"]).area for f in src)
+    assert area == pytest.approx((labels > 0).sum() * 0.25)  # 0.5 m pixels
+    assert len(seg.automatic(generator=components, max_tiles=2)) <= labels.max()
+    boxes = seg.predict_boxes(np.array([[10, 10, 30, 30]], dtype=float))  # raster px in, grid px out
+    assert boxes[0].row < 100 and boxes[0].col < 95
+    with pytest.raises(InvalidInputError, match="downsample"):
+        TiledSegmenter(tiny_sam, tmp_path / "s.tif", downsample=0)
