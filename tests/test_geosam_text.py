@@ -190,3 +190,31 @@ def test_mobility_scores_merge_sidewalk_and_crosswalk() -> None:
     assert s["iou_sidewalk"] == pytest.approx(1 / 3) and s["iou_crosswalk"] == pytest.approx(0.0)
     assert s["miou"] == pytest.approx(np.mean([1.0, 1 / 3, 0.0]))  # miou unchanged: road, sidewalk, crosswalk
     assert "iou_pedestrian" not in geosam.mobility_scores([np.array([[0, 1]])], [np.array([[0, 1]])])
+
+
+# ------------------------------------------------------------------------------------ real-road diagnosis
+
+
+def test_mean_width_of_strips() -> None:
+    m = np.zeros((60, 200), bool)
+    m[10:16, 5:195] = True  # a 6 px wide strip
+    assert geosam.mean_width(m) == pytest.approx(6.0, rel=0.1)
+    m[30:50, 5:195] = True  # and a 20 px one: the mean lies between
+    assert 6.0 < geosam.mean_width(m) < 20.0
+    assert geosam.mean_width(np.zeros((4, 4))) == 0.0
+    with pytest.raises(InvalidInputError):
+        geosam.mean_width(np.zeros(4))
+
+
+def test_oracle_points_all_fall_on_their_class() -> None:
+    _, labels = _scenes(2)
+    probs = [geosam.truth_probs(lab, 4) for lab in labels]
+    assert probs[0].shape == (4, 64, 64) and probs[0].sum(0).max() == 1.0
+    rng = np.random.default_rng(0)
+    prompts = [geosam.sample_class_prompts(p, (1, 2), 4, 2, rng) for p in probs]
+    assert geosam.point_precision(prompts, labels) == 1.0
+    assert geosam.point_precision(prompts, [np.zeros_like(lab) for lab in labels]) == 0.0
+    with pytest.raises(InvalidInputError):
+        geosam.truth_probs(labels[0], 2)  # label 2 does not fit in 2 classes
+    with pytest.raises(InvalidInputError):
+        geosam.point_precision(prompts, labels[:1])
