@@ -3,6 +3,7 @@ process does on the same global batch (the teaching trainer with a resume, and s
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from samlib import distributed
 
@@ -46,9 +48,24 @@ def _run(args: list[str], out: Path) -> dict:
     return json.loads((out / "result.json").read_text())
 
 
+def _run_here(out: Path) -> dict:
+    """The single-process run, in this process (saves starting one more interpreter)."""
+    spec = importlib.util.spec_from_file_location("ddp_worker", WORKER)
+    assert spec is not None and spec.loader is not None
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    out.mkdir()
+    threads = torch.get_num_threads()
+    try:
+        worker.main(out)
+    finally:
+        torch.set_num_threads(threads)
+    return json.loads((out / "result.json").read_text())
+
+
 @pytest.mark.ddp
 def test_two_gloo_processes_train_like_one(tmp_path: Path) -> None:
-    alone = _run([], tmp_path / "alone")
+    alone = _run_here(tmp_path / "alone")
     launch = ["-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
               "--master_addr=127.0.0.1", f"--master_port={_free_port()}"]  # fmt: skip
     ddp = _run(launch, tmp_path / "ddp")
