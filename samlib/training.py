@@ -4,7 +4,7 @@ Every method in the book that trains something (GeoSAM's mask decoder, the plane
 PointSAM's LoRA adapters, ...) trains a few parameters on top of cached image embeddings. What differs
 is how a batch becomes a loss; that is the caller's ``loss_fn``. What is shared lives here: AdamW with
 linear warmup and cosine decay, seeded batch order, bf16 autocast on CUDA, gradient clipping and a
-tqdm progress bar.
+tqdm progress bar. Under ``torchrun`` :func:`fit` trains data-parallel (:mod:`samlib.distributed`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from samlib import distributed
 from samlib.errors import InvalidInputError, TrainingDivergedError
 from samlib.utils import autocast_context, resolve_device
 
@@ -28,6 +30,20 @@ def cosine_with_warmup(step: int, total: int, warmup: int, floor: float = 0.0) -
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class _LossModule(nn.Module):
+    """``loss_fn`` as a module owning ``params``, so DistributedDataParallel can wrap it."""
+
+    def __init__(
+        self, params: list[torch.nn.Parameter], loss_fn: Callable[[np.ndarray], torch.Tensor]
+    ) -> None:
+        super().__init__()
+        self.params = nn.ParameterList(params)  # the caller's tensors themselves, not copies
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: np.ndarray) -> torch.Tensor:
+        return self.loss_fn(batch)
 
 
 def fit(
@@ -57,7 +73,33 @@ def fit(
 
     Returns:
       (list[float]): the loss of every step.
+
+    Under ``torchrun --nproc_per_node=N`` every rank draws the same global batch of ``batch_size``
+    items and computes ``loss_fn`` on its share (items ``rank::N``); DDP averages the gradients and each
+    rank's loss is weighted by its share, so when ``loss_fn`` is the mean of per-item losses (and an
+    item's loss does not depend on the others in its batch) the steps and the returned history equal
+    the single-process run's. Call it on every rank with the same arguments.
     """
+    with distributed.session():
+        return _fit(parameters, loss_fn, n_items, steps, batch_size, lr, weight_decay, warmup, seed,
+                    device, grad_clip, desc, progress)  # fmt: skip
+
+
+def _fit(
+    parameters: Iterable[torch.nn.Parameter],
+    loss_fn: Callable[[np.ndarray], torch.Tensor],
+    n_items: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup: int,
+    seed: int,
+    device: torch.device | str | None,
+    grad_clip: float | None,
+    desc: str,
+    progress: bool,
+) -> list[float]:
     params = [p for p in parameters if p.requires_grad]
     if not params:
         raise InvalidInputError("fit() got no trainable parameters: unfreeze the part you want to train.")
@@ -77,6 +119,10 @@ def fit(
         raise InvalidInputError("lr must be > 0.")
     if warmup < 0:
         raise InvalidInputError(f"warmup must be >= 0 steps, got {warmup}.")
+    world = distributed.world_size()
+    if batch_size < world:
+        raise InvalidInputError(f"batch_size ({batch_size}) must be >= the {world} processes.")
+    model = distributed.wrap(_LossModule(params, loss_fn))  # the loss function itself when alone
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps, warmup))
     rng = np.random.default_rng(seed)
@@ -84,25 +130,28 @@ def fit(
     cursor = 0
     history: list[float] = []
     dev = resolve_device(device, default=params[0].device)
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(steps), desc=desc, disable=not (progress and distributed.is_main_process()), leave=False)
     for _ in bar:
         if cursor + batch_size > len(order):  # a new epoch, reshuffled
             order = np.concatenate([order[cursor:], rng.permutation(n_items)])
             cursor = 0
         batch = order[cursor : cursor + batch_size]
         cursor += batch_size
+        mine = batch[distributed.rank() :: world]  # this rank's share (all of it when alone)
+        share = len(mine) / len(batch)
         with autocast_context(dev):
-            loss = loss_fn(batch)
-        if not torch.isfinite(loss):
+            loss = model(mine)
+        value = distributed.all_reduce_sum([loss.item() * share])[0]  # the global batch's mean
+        if not math.isfinite(value):
             raise TrainingDivergedError(
-                f"loss became {loss.item()} at step {len(history)}; lower the learning rate."
+                f"loss became {value} at step {len(history)}; lower the learning rate."
             )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * (share * world) if world > 1 else loss).backward()  # DDP divides the sum by world
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         sched.step()
-        history.append(loss.item())
+        history.append(value)
         bar.set_postfix(loss=f"{history[-1]:.4f}")
     return history

@@ -17,7 +17,9 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["prompts", "postprocess", "metrics", "tiling", "scenes", "data", "results", "geo"], 1),
     **dict.fromkeys(["plots", "widgets", "clustering", "augment", "referring"], 1),
     # 2: torch models and the code that runs them
-    **dict.fromkeys(["losses", "training", "models", "embeddings", "predict", "adapters", "decoders"], 2),
+    **dict.fromkeys(
+        ["losses", "distributed", "training", "models", "embeddings", "predict", "adapters", "decoders"], 2
+    ),
     **dict.fromkeys(["tiled"], 2),
     **dict.fromkeys(["amg", "studies", "teaching", "teaching.model", "teaching.photos", "experts"], 2),
     # 3: methods (one per paper), training / evaluation entry points, command lines

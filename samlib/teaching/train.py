@@ -28,8 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
+from torch import nn
 from tqdm.auto import tqdm
 
+from samlib import distributed
 from samlib.errors import InvalidInputError, SamlibError
 from samlib.losses import mask_iou_logits
 from samlib.prompts import box_from_mask, center_point, correction_point, jitter_box, sample_points
@@ -77,7 +79,10 @@ class ScenePool:
         self.rng = np.random.default_rng(seed)
         self._next_seed = seed * 10_000_000 + 1
         self.scenes: list[Scene] = []
-        for _ in tqdm(range(pool_size), desc="scene pool", leave=False):
+        bar = tqdm(
+            range(pool_size), desc="scene pool", leave=False, disable=not distributed.is_main_process()
+        )
+        for _ in bar:
             self.scenes.append(self._fresh())
 
     def _fresh(self) -> Scene:
@@ -261,23 +266,38 @@ class TrainSettings:
 
 @dataclass
 class TrainStepResult:
-    loss: torch.Tensor  # scalar, with graph
+    loss: torch.Tensor  # scalar, with graph: the mean of the batch's loss terms
     iou: float  # mean IoU of the chosen outputs, a training-progress signal
+    loss_sum: torch.Tensor | None = None  # scalar, with graph: the sum of the n_terms loss terms
+    n_terms: int = 1  # one per image and correction round
+    iou_sum: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss_sum is None:
+            self.loss_sum = self.loss * self.n_terms
+        if self.iou_sum is None:
+            self.iou_sum = self.iou * self.n_terms
 
 
 def training_step(
     sam: Sam,
     scenes: Sequence[Scene],
     settings: TrainSettings,
-    rng: np.random.Generator,
+    rng: np.random.Generator | Sequence[np.random.Generator],
     balance: float,
 ) -> TrainStepResult:
-    """Loss over one batch of scenes (not yet back-propagated: ``loss`` carries the graph)."""
+    """Loss over one batch of scenes (not yet back-propagated: ``loss`` carries the graph).
+
+    ``rng`` is one generator shared by the batch, or one per scene: :func:`train` gives every image of
+    the global batch its own seeded generator, so an image's prompts do not depend on which other
+    images (or which rank) share its step.
+    """
     device = sam.pixel_mean.device
+    rngs = [rng] * len(scenes) if isinstance(rng, np.random.Generator) else list(rng)
     emb = sam.image_encoder(_pixel_batch(sam, [s.image for s in scenes], device))
     low_size = emb.shape[-1] * 4
     losses, ious = [], []
-    for b, scene in enumerate(scenes):
+    for b, (scene, rng) in enumerate(zip(scenes, rngs)):
         idx = rng.choice(
             len(scene.kinds),
             settings.prompts_per_image,
@@ -306,16 +326,50 @@ def training_step(
                 pred_full = (_upsample(sam, chosen.detach()) > 0)[:, 0].cpu().numpy()
                 prompts = _add_correction_clicks(prompts, pred_full, gt_full, rng)
                 mask_input = chosen.detach()
-    return TrainStepResult(torch.stack(losses).mean(), float(np.mean(ious)))
+    total = torch.stack(losses).sum()
+    return TrainStepResult(total / len(losses), float(np.mean(ious)), total, len(losses), float(np.sum(ious)))
+
+
+class _Step(nn.Module):
+    """One training step's forward as a module, so DistributedDataParallel can wrap it.
+
+    DDP prepares its gradient averaging in ``forward``; the teaching step calls SAM's parts directly,
+    so the wrapped module's forward is the whole step. Returns the loss sum and the per-step stats.
+    """
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.sam = sam
+
+    def forward(self, scenes: Sequence[Scene], settings: TrainSettings, rngs: Sequence[np.random.Generator],
+                balance: float) -> tuple[torch.Tensor, int, float]:  # fmt: skip
+        r = training_step(self.sam, scenes, settings, rngs, balance)
+        assert r.loss_sum is not None and r.iou_sum is not None  # set by __post_init__
+        return r.loss_sum, r.n_terms, r.iou_sum
 
 
 def train(settings: TrainSettings, out: str | Path, resume: bool = True, device: str | None = None) -> Path:
-    """Train the teaching model; writes/resumes a full checkpoint at ``out`` every few hundred steps."""
-    out = Path(out)
+    """Train the teaching model; writes/resumes a full checkpoint at ``out`` every few hundred steps.
+
+    Under ``torchrun --nproc_per_node=N`` (:mod:`samlib.distributed`) every rank builds the same scene
+    pool and draws the same global batch of ``batch_images``, trains on its share of it with DDP, and
+    rank 0 alone writes the checkpoint and log; the loss history equals the single-process run's.
+    """
+    with distributed.session():
+        return _train(settings, Path(out), resume, device)
+
+
+def _train(settings: TrainSettings, out: Path, resume: bool, device: str | None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     dev = resolve_device(device)
+    if distributed.is_distributed() and dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK
+    world = distributed.world_size()
+    main = distributed.is_main_process()
+    if settings.batch_images < world:
+        raise InvalidInputError(f"batch_images ({settings.batch_images}) must be >= the {world} processes.")
     torch.manual_seed(settings.seed)
     sam = build_teaching_sam(settings.config)
     if settings.init_from and not (resume and out.is_file()):
@@ -323,16 +377,16 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
     sam = sam.to(dev).train()
     opt = torch.optim.AdamW(sam.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     step, total, elapsed = 0, settings.steps, 0.0
-    rng = np.random.default_rng(settings.seed)
     if resume and out.is_file():
         state = read_checkpoint(out)
         sam.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, total, elapsed = state["step"], state["total_steps"], state["elapsed_s"]
-        rng = np.random.default_rng(settings.seed + 7919 * step)  # continue with fresh, seeded draws
         if settings.steps:
             total = settings.steps
-        print(f"resumed from {out} at step {step}/{total}")
+        if main:
+            print(f"resumed from {out} at step {step}/{total}")
+    model = distributed.wrap(_Step(sam))  # the step itself when alone
     if not 0.0 <= settings.photo_ratio <= 1.0:
         raise InvalidInputError(f"photo_ratio must be in [0, 1], got {settings.photo_ratio}")
     n_photos = round(settings.batch_images * settings.photo_ratio)
@@ -352,7 +406,7 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
     calibrate = total == 0
     if calibrate:
         total = 10**9
-    bar = tqdm(initial=step, total=None if calibrate else total, desc="train teaching SAM")
+    bar = tqdm(initial=step, total=None if calibrate else total, desc="train teaching SAM", disable=not main)
     history: list[dict[str, float]] = []
     t0 = time.time() - elapsed
     mark = (step, elapsed)
@@ -363,30 +417,41 @@ def train(settings: TrainSettings, out: str | Path, resume: bool = True, device:
         batch = pool.draw(settings.batch_images - n_photos)
         if photos is not None:
             batch += photos.draw(n_photos)
+        # One seeded generator per image of the global batch: its prompts are the same on any rank.
+        rngs = [np.random.default_rng([settings.seed, step, b]) for b in range(len(batch))]
+        mine = distributed.shard(range(len(batch)))
         with autocast:
-            stats = training_step(sam, batch, settings, rng, balance)
-        if not torch.isfinite(stats.loss):
+            loss_sum, n_terms, iou_sum = model(
+                [batch[b] for b in mine], settings, [rngs[b] for b in mine], balance
+            )
+        # The mean over the global batch's terms: DDP averages gradients over ranks, hence the world factor.
+        loss_value, n_global, iou_value = distributed.all_reduce_sum([loss_sum.item(), n_terms, iou_sum])
+        loss_value, iou_value = loss_value / n_global, iou_value / n_global
+        loss = loss_sum * (world / n_global)
+        if not np.isfinite(loss_value):
             raise TrainingDivergedError(
-                f"the training loss became {stats.loss.item()} at step {step + 1}; the last good state is "
+                f"the training loss became {loss_value} at step {step + 1}; the last good state is "
                 f"in {out} (saved every {settings.checkpoint_every} steps). Lower --lr or lengthen the "
                 "warmup and resume."
             )
         opt.zero_grad(set_to_none=True)
-        stats.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
         opt.step()
         step += 1
-        history.append({"step": step, "loss": stats.loss.item(), "iou": stats.iou})
+        history.append({"step": step, "loss": loss_value, "iou": iou_value})
         bar.update(1)
-        bar.set_postfix(loss=f"{stats.loss.item():.3f}", iou=f"{stats.iou:.3f}")
+        bar.set_postfix(loss=f"{loss_value:.3f}", iou=f"{iou_value:.3f}")
         if calibrate and (step == 20 or step % settings.checkpoint_every == 0):
             # Fit the step count to the time budget; re-estimated as the machine's load changes.
             now = time.time() - t0
             per_step = (now - mark[1]) / max(1, step - mark[0])
-            total = max(step + 1, step + int((settings.minutes * 60 - now) / per_step))
+            total = distributed.broadcast_int(
+                max(step + 1, step + int((settings.minutes * 60 - now) / per_step))
+            )
             mark = (step, now)
             bar.total = total
-        if step % settings.checkpoint_every == 0 or step == total:
+        if main and (step % settings.checkpoint_every == 0 or step == total):
             _save_training_state(out, sam, opt, step, total, time.time() - t0, settings, history)
             history = []
     bar.close()
