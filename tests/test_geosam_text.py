@@ -3,6 +3,9 @@ before the point tokens, the frozen projection, and the pedestrian (sidewalk + c
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,10 @@ from samlib.embeddings import embed_images
 from samlib.errors import InvalidInputError, SamlibError
 from samlib.methods import geosam
 from samlib.methods.geosam import GeoSAM, PromptToken, class_token, encode_class_sentences, text_token
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_geosam import _one_hot  # noqa: E402
+from test_geosam import _scenes as scenes_with_roads  # noqa: E402
 
 
 class FakeEncoder:
@@ -33,22 +40,7 @@ class FakeEncoder:
 
 
 def _scenes(n: int = 2, size: int = 64) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    rng = np.random.default_rng(0)
-    images, labels = [], []
-    for _ in range(n):
-        img = rng.integers(60, 90, (size, size, 3)).astype(np.uint8)
-        lab = np.zeros((size, size), np.int64)
-        lab[size // 3 : size // 3 + 8, :] = 1
-        lab[:, size // 2 : size // 2 + 5] = 2
-        img[lab == 1] = 200
-        img[lab == 2] = (30, 200, 30)
-        images.append(img)
-        labels.append(lab)
-    return images, labels
-
-
-def _one_hot(labels: np.ndarray, n: int = 4) -> np.ndarray:
-    return np.stack([(labels == c) for c in range(n)]).astype(np.float32)
+    return scenes_with_roads(n, [(size, size)])
 
 
 # ------------------------------------------------------------------------------------ sentences
