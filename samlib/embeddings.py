@@ -57,6 +57,30 @@ class EmbeddedImages:
             img_size=self.img_size,
         )
 
+    @classmethod
+    def concat(cls, parts: Sequence[EmbeddedImages]) -> EmbeddedImages:
+        """One set holding the images of ``parts`` in order (e.g. the same images cut at two tile sizes).
+
+        Raises:
+          InvalidInputError: no parts, or parts from encoders of different input or embedding size.
+        """
+        if len(parts) == 0:
+            raise InvalidInputError("EmbeddedImages.concat needs at least one set.")
+        first = parts[0]
+        for part in parts[1:]:
+            if part.img_size != first.img_size or part.embeddings.shape[1:] != first.embeddings.shape[1:]:
+                raise InvalidInputError(
+                    f"cannot concatenate embeddings of shape {tuple(part.embeddings.shape[1:])} at "
+                    f"{part.img_size} px with {tuple(first.embeddings.shape[1:])} at {first.img_size} px: "
+                    "embed every part with the same SAM."
+                )
+        return cls(
+            embeddings=torch.cat([p.embeddings for p in parts]),
+            original_sizes=[s for p in parts for s in p.original_sizes],
+            input_sizes=[s for p in parts for s in p.input_sizes],
+            img_size=first.img_size,
+        )
+
     def logits_to_original(self, logits: torch.Tensor, index: int) -> torch.Tensor:
         """Upscale low-res logits of image ``index`` to its original size (as ``Sam.postprocess_masks``).
 

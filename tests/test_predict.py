@@ -8,7 +8,7 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from samlib.embeddings import embed_images
+from samlib.embeddings import EmbeddedImages, embed_images
 from samlib.errors import InvalidInputError, SamlibError
 from samlib.predict import CachedEmbedding, EmbeddingCache, Prediction, PromptPredictor
 
@@ -241,3 +241,23 @@ def test_device_seed_and_autocast_helpers() -> None:
     assert a == (random.random(), np.random.rand(), torch.rand(1).item())
     with autocast_context("cpu"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_embedded_images_concat_keeps_order_and_geometry(tiny_sam: Sam, rng: np.random.Generator) -> None:
+    small = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    big = rng.integers(0, 256, (80, 50, 3), dtype=np.uint8)
+    a, b = (
+        embed_images(tiny_sam, [small], progress=False),
+        embed_images(tiny_sam, [big, small], progress=False),
+    )
+    both = EmbeddedImages.concat([a, b])
+    assert len(both) == 3 and both.original_sizes == [(40, 60), (80, 50), (40, 60)]
+    assert both.input_sizes == a.input_sizes + b.input_sizes
+    assert torch.equal(both.embeddings[1:], b.embeddings) and torch.equal(
+        both.subset([0]).embeddings, a.embeddings
+    )
+    with pytest.raises(InvalidInputError, match="at least one"):
+        EmbeddedImages.concat([])
+    other = EmbeddedImages(a.embeddings[:, :4], a.original_sizes, a.input_sizes, a.img_size)
+    with pytest.raises(InvalidInputError, match="same SAM"):
+        EmbeddedImages.concat([a, other])
