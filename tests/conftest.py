@@ -125,3 +125,15 @@ def serve_payload(
 def payload_server() -> Callable[..., AbstractContextManager[str]]:
     """:func:`serve_payload` as a fixture, so test modules need not import conftest."""
     return serve_payload
+
+
+@pytest.fixture
+def encoder_calls(tiny_sam: Sam) -> list[int]:
+    """Counts the forward passes of ``tiny_sam``'s image encoder during the test (the list's one item)."""
+    calls = [0]
+
+    def hook(*_: object) -> None:
+        calls[0] += 1
+
+    tiny_sam.image_encoder.register_forward_hook(hook)
+    return calls
