@@ -48,6 +48,20 @@ def interleaved(a: Callable[[], object], b: Callable[[], object], repeats: int) 
     return statistics.median(ta), statistics.median(tb)
 
 
+def time_pair(what: str, a: Callable[[], object], b: Callable[[], object], repeats: int, goal: float) -> dict:
+    """One result row: a samlib path ``a`` against its reference ``b``, timed by :func:`interleaved`.
+
+    Arguments:
+      what (str): the row's description.
+      goal (float): the speed-up (reference / samlib) the row should reach.
+
+    Returns:
+      (dict): "what", "samlib_s", "reference_s" (median seconds), "speedup" and "goal".
+    """
+    ta, tb = interleaved(a, b, repeats)
+    return {"what": what, "samlib_s": ta, "reference_s": tb, "speedup": tb / ta, "goal": goal}
+
+
 def random_boxes(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     x0, y0 = rng.uniform(0, 0.8 * size, n), rng.uniform(0, 0.8 * size, n)
     side = rng.uniform(0.03, 0.2, (2, n)) * size
@@ -89,14 +103,9 @@ def bench_prompts(sam: torch.nn.Module, n: int, size: int, repeats: int, kind: s
             out.append(m[np.argmax(s)])
         return out
 
-    ta, tb = interleaved(a, b, repeats)
-    return {
-        "what": f"{n} {kind} prompts, {size} px: predict_batch(...).best() vs {n} x Meta predict",
-        "samlib_s": ta,
-        "reference_s": tb,
-        "speedup": tb / ta,
-        "goal": 3.0,
-    }
+    return time_pair(
+        f"{n} {kind} prompts, {size} px: predict_batch(...).best() vs {n} x Meta predict", a, b, repeats, 3.0
+    )
 
 
 def bench_one_box(sam: torch.nn.Module, size: int, repeats: int) -> dict:
@@ -105,14 +114,13 @@ def bench_one_box(sam: torch.nn.Module, size: int, repeats: int) -> dict:
     meta.set_image(image)
     ours.set_image(image)
     box = np.array([0.3, 0.3, 0.5, 0.6]) * size
-    ta, tb = interleaved(lambda: ours.predict(box=box).masks, lambda: meta.predict(box=box), repeats)
-    return {
-        "what": f"predict, one box, {size} px raster (3 masks)",
-        "samlib_s": ta,
-        "reference_s": tb,
-        "speedup": tb / ta,
-        "goal": 1.0,
-    }
+    return time_pair(
+        f"predict, one box, {size} px raster (3 masks)",
+        lambda: ours.predict(box=box).masks,
+        lambda: meta.predict(box=box),
+        repeats,
+        1.0,
+    )
 
 
 def bench_amg(sam: torch.nn.Module, pps: int, repeats: int) -> dict:
@@ -125,14 +133,13 @@ def bench_amg(sam: torch.nn.Module, pps: int, repeats: int) -> dict:
         cache.clear()  # both encode the image: the comparison is of the whole call
         return ours.generate(image)
 
-    ta, tb = interleaved(a, lambda: meta.generate(image), repeats)
-    return {
-        "what": f"automatic masks, 256 px, {pps} points/side: samlib.amg vs SamAutomaticMaskGenerator",
-        "samlib_s": ta,
-        "reference_s": tb,
-        "speedup": tb / ta,
-        "goal": 3.0,
-    }
+    return time_pair(
+        f"automatic masks, 256 px, {pps} points/side: samlib.amg vs SamAutomaticMaskGenerator",
+        a,
+        lambda: meta.generate(image),
+        repeats,
+        3.0,
+    )
 
 
 def bench_cache(sam: torch.nn.Module, size: int, repeats: int) -> dict:
@@ -148,14 +155,7 @@ def bench_cache(sam: torch.nn.Module, size: int, repeats: int) -> dict:
         pred.set_image(image)
 
     pred.set_image(image)
-    ta, tb = interleaved(hit, miss, repeats)
-    return {
-        "what": f"embedding cache hit vs miss, {size} px",
-        "samlib_s": ta,
-        "reference_s": tb,
-        "speedup": tb / ta,
-        "goal": 20.0,
-    }
+    return time_pair(f"embedding cache hit vs miss, {size} px", hit, miss, repeats, 20.0)
 
 
 def bench_finetune(sam: torch.nn.Module, n_images: int, batch: int, epochs: int, repeats: int) -> dict:

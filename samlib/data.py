@@ -758,11 +758,7 @@ DATASETS.update({"voc-samples": load_voc_samples, "aerial-dubai": load_aerial_du
 
 
 AERIAL_DUBAI_CLASSES: dict[str, tuple[int, int, int]] = {
-    "building": (60, 16, 152),
-    "land": (132, 41, 246),
-    "road": (110, 193, 228),
-    "vegetation": (254, 221, 58),
-    "water": (226, 169, 41),
+    name.lower(): colour for name, colour in zip(DUBAI_CLASSES, _DUBAI_COLORS, strict=True)
 }
 """The aerial-dubai mask colours actually used (see its PROVENANCE.md; the source's classes.json differs)."""
 
@@ -772,20 +768,11 @@ def load_aerial_dubai_buildings(
 ) -> list[Sample]:
     """Aerial Dubai tiles (6 tiles x 9 parts, 509 x 544 to 1126 x 1058) with the *building* class only:
     binary ``semantic`` (1 = building) and instance ``masks`` from its connected components (touching
-    buildings merge), ``boxes`` around them. Other classes, Unlabeled and black pixels are background."""
-    _check_split(split, (None,), "aerial-dubai")
-    _check_limit(limit)
-    folder = require_data("aerial-dubai", root)
-    samples = []
-    colour = np.array(AERIAL_DUBAI_CLASSES["building"], np.uint8)
-    for path in _files(folder / "images", "*.jpg")[:limit]:
-        image = _read_image(path)
-        with Image.open(folder / "masks" / f"{path.stem}.png") as im:
-            rgb = np.asarray(im.convert("RGB"))
-        if rgb.shape[:2] != image.shape[:2]:
-            raise DataNotFoundError(
-                f"aerial-dubai/{path.stem}: mask shape {rgb.shape[:2]} != image {image.shape[:2]}."
-            )
-        building = np.all(rgb == colour, axis=-1)
-        samples.append(_binary_sample("aerial-dubai", path.stem, image, building, True))
+    buildings merge), ``boxes`` around them. Other classes, Unlabeled and black pixels are background.
+    Built on :func:`load_aerial_dubai` (same files, checks and errors)."""
+    building = DUBAI_CLASSES.index("Building")
+    samples = load_aerial_dubai(root, split, limit)
+    for i, s in enumerate(samples):
+        # replaced in place, so each class map is freed as soon as its building mask is made
+        samples[i] = _binary_sample("aerial-dubai", s.name, s.image, np.asarray(s.semantic) == building, True)
     return samples

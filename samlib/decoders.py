@@ -18,7 +18,7 @@ that grid with :func:`samlib.embeddings.masks_to_grid` and predictions back with
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -183,6 +183,62 @@ class PromptlessSamDecoder(nn.Module):
         return (hyper.unsqueeze(1) @ up.reshape(b, c2, h2 * w2)).reshape(b, 1, h2, w2)
 
 
+def _logit_grid(model: nn.Module, embedded: EmbeddedImages, dev: torch.device) -> int:
+    """Side of the square logit map ``model`` returns (one forward pass on the first embedding).
+
+    Arguments:
+      model (nn.Module): a decoder of cached embeddings, already on ``dev``.
+      embedded (EmbeddedImages): the training embeddings.
+      dev (torch.device): the training device.
+
+    Returns:
+      (int): the grid side the targets are resized to (:func:`masks_to_grid`).
+    """
+    with torch.no_grad():
+        return int(model(embedded.embeddings[:1].to(dev)).shape[-1])
+
+
+def _fit_decoder(
+    model: nn.Module,
+    loss_fn: Callable[[np.ndarray], torch.Tensor],
+    n_items: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    dev: torch.device,
+    progress: bool,
+    desc: str,
+) -> list[float]:
+    """:func:`samlib.training.fit` with the schedule every decoder here trains with (warm-up 5 % of the
+    steps, batches no larger than the data), torch's RNG seeded first; ``model`` is left in eval mode.
+
+    Arguments:
+      model (nn.Module): the decoder, on ``dev`` and in train mode.
+      loss_fn (Callable[[np.ndarray], torch.Tensor]): item indices -> scalar loss.
+      n_items (int): training items (images, or image-box pairs).
+
+    Returns:
+      (list[float]): the loss of every step.
+    """
+    torch.manual_seed(seed)
+    history = fit(
+        model.parameters(),
+        loss_fn,
+        n_items=n_items,
+        steps=steps,
+        batch_size=min(batch_size, n_items),
+        lr=lr,
+        warmup=max(1, steps // 20),
+        seed=seed,
+        device=dev,
+        desc=desc,
+        progress=progress,
+    )
+    model.eval()
+    return history
+
+
 def _train_decoder(
     model: nn.Module,
     embedded: EmbeddedImages,
@@ -195,11 +251,11 @@ def _train_decoder(
     progress: bool,
     desc: str,
 ) -> list[float]:
+    """Train ``model`` (embeddings in, square logits out) on ``masks`` with BCE + Dice; see
+    :func:`train_domain_decoder`. Returns the loss of every step."""
     dev = resolve_device(device, default=torch.device("cpu"))
     model.to(dev).train()
-    with torch.no_grad():
-        grid = int(model(embedded.embeddings[:1].to(dev)).shape[-1])
-    targets = masks_to_grid(masks, embedded, grid).to(dev)
+    targets = masks_to_grid(masks, embedded, _logit_grid(model, embedded, dev)).to(dev)
     emb = embedded.embeddings.to(dev)
 
     def loss_fn(batch: np.ndarray) -> torch.Tensor:
@@ -208,22 +264,7 @@ def _train_decoder(
         t = targets[idx]
         return bce_dice_loss(logits, t)
 
-    torch.manual_seed(seed)
-    history = fit(
-        model.parameters(),
-        loss_fn,
-        n_items=len(embedded),
-        steps=steps,
-        batch_size=min(batch_size, len(embedded)),
-        lr=lr,
-        warmup=max(1, steps // 20),
-        seed=seed,
-        device=dev,
-        desc=desc,
-        progress=progress,
-    )
-    model.eval()
-    return history
+    return _fit_decoder(model, loss_fn, len(embedded), steps, batch_size, lr, seed, dev, progress, desc)
 
 
 def train_domain_decoder(
@@ -304,8 +345,7 @@ def train_sam_decoder_with_boxes(
     items = [(i, k) for i in range(len(embedded)) for k in range(len(boxes[i]))]
     if not items:
         raise InvalidInputError("no boxes to train on.")
-    with torch.no_grad():
-        grid = int(model(embedded.embeddings[:1].to(dev)).shape[-1])
+    grid = _logit_grid(model, embedded, dev)
     targets = {
         i: masks_to_grid(list(instance_masks[i]), embedded.subset([i] * len(boxes[i])), grid).to(dev)
         for i in range(len(embedded))
@@ -328,21 +368,9 @@ def train_sam_decoder_with_boxes(
         t = torch.cat(target)
         return bce_dice_loss(x, t)
 
-    torch.manual_seed(seed)
-    history = fit(
-        model.parameters(),
-        loss_fn,
-        n_items=len(items),
-        steps=steps,
-        batch_size=min(batch_size, len(items)),
-        lr=lr,
-        warmup=max(1, steps // 20),
-        seed=seed,
-        device=dev,
-        desc="SAM decoder (box prompts)",
-        progress=progress,
+    history = _fit_decoder(
+        model, loss_fn, len(items), steps, batch_size, lr, seed, dev, progress, "SAM decoder (box prompts)"
     )
-    model.eval()
     return model, history
 
 

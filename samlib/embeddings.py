@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from samlib.errors import InvalidInputError
 from samlib.utils import as_uint8_rgb
 
-__all__ = ["EmbeddedImages", "default_batch_size", "embed_images", "masks_to_grid"]
+__all__ = ["EmbeddedImages", "default_batch_size", "embed_images", "encoder_inputs", "masks_to_grid"]
 
 
 @dataclass
@@ -109,6 +109,32 @@ def default_batch_size(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 16
 
 
+def encoder_inputs(
+    sam: Sam, images: Sequence[np.ndarray]
+) -> tuple[torch.Tensor, list[tuple[int, int]], list[tuple[int, int]]]:
+    """SAM's image-encoder input for a batch of images, as :class:`segment_anything.SamPredictor` builds it:
+    long side resized to the encoder's input size, normalised, padded bottom/right to the square.
+
+    Arguments:
+      sam (Sam): the model (its input size, pixel statistics and device).
+      images (Sequence[np.ndarray]): (H, W, 3) uint8 RGB images; sizes may differ.
+
+    Returns:
+      (tuple[torch.Tensor, list[tuple[int, int]], list[tuple[int, int]]]): the (B, 3, S, S) batch on
+        ``sam.device``, each image's original (H, W) and its (H', W') after resizing.
+    """
+    transform = ResizeLongestSide(int(sam.image_encoder.img_size))
+    batch, original_sizes, input_sizes = [], [], []
+    for image in images:
+        rgb = as_uint8_rgb(image)
+        resized = transform.apply_image(rgb)
+        original_sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
+        input_sizes.append((int(resized.shape[0]), int(resized.shape[1])))
+        x = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()
+        batch.append(sam.preprocess(x[None])[0])  # normalise and pad to img_size x img_size
+    return torch.stack(batch), original_sizes, input_sizes
+
+
 def embed_images(
     sam: Sam, images: Sequence[np.ndarray], batch_size: int | None = None, progress: bool = True
 ) -> EmbeddedImages:
@@ -127,23 +153,16 @@ def embed_images(
     if len(images) == 0:
         raise InvalidInputError("embed_images needs at least one image.")
     img_size = int(sam.image_encoder.img_size)
-    transform = ResizeLongestSide(img_size)
-    device = sam.device
     chunks: list[torch.Tensor] = []
     original_sizes: list[tuple[int, int]] = []
     input_sizes: list[tuple[int, int]] = []
     with tqdm(total=len(images), desc="Embedding images", disable=not progress) as bar:
         for start in range(0, len(images), batch_size):
-            batch = []
-            for image in images[start : start + batch_size]:
-                rgb = as_uint8_rgb(image)
-                resized = transform.apply_image(rgb)
-                original_sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
-                input_sizes.append((int(resized.shape[0]), int(resized.shape[1])))
-                x = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()
-                batch.append(sam.preprocess(x[None])[0])  # normalise and pad to img_size x img_size
+            batch, originals, inputs = encoder_inputs(sam, images[start : start + batch_size])
+            original_sizes += originals
+            input_sizes += inputs
             with torch.no_grad():
-                features = sam.image_encoder(torch.stack(batch))
+                features = sam.image_encoder(batch)
             chunks.append(features.float().cpu())
             bar.update(len(batch))
     return EmbeddedImages(torch.cat(chunks), original_sizes, input_sizes, img_size)

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from samlib.errors import InvalidInputError
+from samlib.prompts import check_box
 
 __all__ = [
     "Refinement",
@@ -246,9 +247,7 @@ def grabcut_refine(
     if box is None:
         ys, xs = np.nonzero(m)
         box = (xs.min(), ys.min(), xs.max(), ys.max())
-    b = np.asarray(box, dtype=np.float64)
-    if b.shape != (4,) or not np.isfinite(b).all() or b[2] < b[0] or b[3] < b[1]:
-        raise InvalidInputError(f"box must be (x0, y0, x1, y1) with x0 <= x1, y0 <= y1, got {b.tolist()}.")
+    b = check_box(box, ordered=True)
     h, w = m.shape
     pad = margin + width
     x0, y0 = int(max(0, np.floor(b[0]) - pad)), int(max(0, np.floor(b[1]) - pad))

@@ -23,6 +23,7 @@ __all__ = [
     "sample_instance_points",
     "cluster_foreground_point",
     "center_point",
+    "check_box",
     "correction_point",
     "jitter_box",
     "sample_fg_bg_points",
@@ -47,6 +48,24 @@ def _nonempty(mask: np.ndarray, name: str) -> np.ndarray:
     if not mask.any():
         raise InvalidInputError(f"{name} is empty (no foreground pixel): no prompt can be made from it.")
     return mask
+
+
+def check_box(box: Any, ordered: bool = False) -> np.ndarray:
+    """One box argument, checked: the validation every single-box entry point shares.
+
+    Arguments:
+      box (Any): (4,) (x0, y0, x1, y1) pixels, anything ``np.asarray`` takes.
+      ordered (bool): also require x0 <= x1 and y0 <= y1 (callers that clip or reorder first leave it off).
+
+    Returns:
+      (np.ndarray): the box as a (4,) float64 array.
+    """
+    b = np.asarray(box, dtype=np.float64)
+    if b.shape != (4,) or not np.isfinite(b).all():
+        raise InvalidInputError(f"box must be 4 finite numbers (x0, y0, x1, y1), got {np.asarray(box)!r}.")
+    if ordered and (b[2] < b[0] or b[3] < b[1]):
+        raise InvalidInputError(f"box must be (x0, y0, x1, y1) with x0 <= x1, y0 <= y1, got {b.tolist()}.")
+    return b
 
 
 def box_from_mask(mask: Any) -> np.ndarray:
@@ -74,9 +93,7 @@ def jitter_box(
     Returns:
       (np.ndarray): (4,) float64 box, with x0 <= x1 and y0 <= y1.
     """
-    b = np.asarray(box, dtype=np.float64)
-    if b.shape != (4,) or not np.isfinite(b).all():
-        raise InvalidInputError(f"box must be 4 finite numbers (x0, y0, x1, y1), got {np.asarray(box)!r}.")
+    b = check_box(box)
     if scale < 0:
         raise InvalidInputError(f"scale must be >= 0, got {scale}.")
     w, h = abs(b[2] - b[0]), abs(b[3] - b[1])
@@ -319,9 +336,7 @@ class ForegroundPoint:
 
 
 def _crop_slices(box: Any, shape: tuple[int, ...], margin: int = 0) -> tuple[slice, slice]:
-    b = np.asarray(box, dtype=np.float64)
-    if b.shape != (4,) or not np.isfinite(b).all():
-        raise InvalidInputError(f"box must be 4 finite numbers (x0, y0, x1, y1), got {np.asarray(box)!r}.")
+    b = check_box(box)
     h, w = shape[:2]
     x0, y0 = int(np.clip(np.floor(b[0]) - margin, 0, w - 1)), int(np.clip(np.floor(b[1]) - margin, 0, h - 1))
     x1, y1 = int(np.clip(np.ceil(b[2]) + margin, 0, w - 1)), int(np.clip(np.ceil(b[3]) + margin, 0, h - 1))

@@ -128,3 +128,21 @@ def test_camvid(real_data_root: Path) -> None:
     assert check_image(s) == (360, 480)
     assert s.semantic is not None and s.semantic.max() <= data.CAMVID_IGNORE_INDEX
     assert len(data.CAMVID_CLASSES) == data.CAMVID_IGNORE_INDEX == 11
+
+
+@pytest.mark.data
+def test_aerial_dubai_buildings_are_the_building_class_of_aerial_dubai(real_data_root: Path) -> None:
+    classes = data.load_aerial_dubai(limit=3)
+    buildings = data.load_aerial_dubai_buildings(limit=3)
+    assert [s.name for s in buildings] == [s.name for s in classes] == [f"tile1_part{k}" for k in (1, 2, 3)]
+    for s, c in zip(buildings, classes, strict=True):
+        assert s.dataset == "aerial-dubai" and s.meta == {}
+        np.testing.assert_array_equal(s.image, c.image)
+        assert s.semantic is not None and s.masks is not None and s.boxes is not None
+        np.testing.assert_array_equal(s.semantic, (c.semantic == data.DUBAI_CLASSES.index("Building")))
+        np.testing.assert_array_equal(s.masks.any(0), s.semantic > 0)
+        assert len(s.masks) == len(s.boxes)
+    assert sum(len(s.masks) for s in buildings if s.masks is not None) > 0  # part 2 has no building
+    assert data.AERIAL_DUBAI_CLASSES["building"] == (60, 16, 152)
+    with pytest.raises(InvalidInputError, match="splits"):
+        data.load_aerial_dubai_buildings(split="train")

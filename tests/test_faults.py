@@ -7,15 +7,12 @@ import hashlib
 import json
 import os
 import signal
-import socketserver
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -48,39 +45,14 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-@contextmanager
-def _server(delay: float) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
-            self.end_headers()
-            step = 512 if delay else len(PAYLOAD)
-            try:
-                for i in range(0, len(PAYLOAD), step):
-                    self.wfile.write(PAYLOAD[i : i + step])
-                    self.wfile.flush()
-                    time.sleep(delay)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/fault.pth"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_download_killed_midway_then_retried(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_killed_midway_then_retried(
+    isolated_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    payload_server: Callable[..., AbstractContextManager[str]],
+) -> None:
     sha = hashlib.sha256(PAYLOAD).hexdigest()
     folder = isolated_cache / "checkpoints"
-    with _server(delay=0.5) as slow_url:
+    with payload_server(PAYLOAD, delay=0.5, chunk=512, name="fault.pth") as slow_url:
         child = _spawn(
             f"""
             import samlib
@@ -96,7 +68,7 @@ def test_download_killed_midway_then_retried(isolated_cache: Path, monkeypatch: 
     assert not (folder / "fault.pth").exists()  # ... but it never wrote the final path
     old = time.time() - 3600  # the retry comes later (a live download touches its .part every read)
     os.utime(part, (old, old))
-    with _server(delay=0.0) as url:
+    with payload_server(PAYLOAD, delay=0.0, name="fault.pth") as url:
         monkeypatch.setitem(models.SAM_CHECKPOINTS, "fault", models.CheckpointSpec("vit_b", url, sha))
         path = models.download_checkpoint("fault", progress=False, timeout=5.0)
     assert path.read_bytes() == PAYLOAD

@@ -5,15 +5,10 @@ traceback or a silently wrong answer."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import pickle
-import socketserver
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -280,53 +275,21 @@ def test_training_entry_points_validate_targets(tiny_sam: Any) -> None:
 # -------------------------------------------------------------------------------------- 6. downloads
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    payload = b"samlib" * 700
-    delay = 0.0
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.payload)))
-        self.end_headers()
-        try:
-            for i in range(len(self.payload)):
-                self.wfile.write(self.payload[i : i + 1] if self.delay else self.payload[i:])
-                self.wfile.flush()
-                if not self.delay:
-                    break
-                time.sleep(self.delay)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-
-@contextmanager
-def _server(delay: float) -> Iterator[str]:
-    handler = type("H", (_Handler,), {"delay": delay})
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/ckpt.pth"
-    finally:
-        server.shutdown()
-        server.server_close()
+_PAYLOAD = b"samlib" * 700
 
 
 @pytest.fixture
 def local_checkpoint(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     def register(url: str) -> Path:
-        sha = hashlib.sha256(_Handler.payload).hexdigest()
+        sha = hashlib.sha256(_PAYLOAD).hexdigest()
         monkeypatch.setitem(models.SAM_CHECKPOINTS, "local", models.CheckpointSpec("vit_b", url, sha))
         return isolated_cache / "checkpoints"
 
     return register
 
 
-def test_a_trickling_download_stops_with_a_clear_error(local_checkpoint: Any) -> None:
-    with _server(delay=0.2) as url:
+def test_a_trickling_download_stops_with_a_clear_error(local_checkpoint: Any, payload_server: Any) -> None:
+    with payload_server(_PAYLOAD, delay=0.2, chunk=1, name="ckpt.pth") as url:
         folder = local_checkpoint(url)
         t0 = time.monotonic()
         with pytest.raises(CheckpointUnavailableError, match="stalled|deadline"):
@@ -337,20 +300,22 @@ def test_a_trickling_download_stops_with_a_clear_error(local_checkpoint: Any) ->
     assert not list(folder.glob("*.part"))
 
 
-def test_stale_part_files_are_removed_and_a_forged_marker_is_not_trusted(local_checkpoint: Any) -> None:
-    with _server(delay=0.0) as url:
+def test_stale_part_files_are_removed_and_a_forged_marker_is_not_trusted(
+    local_checkpoint: Any, payload_server: Any
+) -> None:
+    with payload_server(_PAYLOAD, delay=0.0, name="ckpt.pth") as url:
         folder = local_checkpoint(url)
         folder.mkdir(parents=True)
         stale = folder / ".ckpt.pth.k1ll3d.part"
         stale.write_bytes(b"half a download")
         os.utime(stale, (time.time() - 3600, time.time() - 3600))  # left by a process killed an hour ago
         path = models.download_checkpoint("local", progress=False, timeout=2.0)
-        assert path.read_bytes() == _Handler.payload and not stale.exists()
+        assert path.read_bytes() == _PAYLOAD and not stale.exists()
         # swap the file for another of the same size and mtime, and forge a marker in the old and new layout
         st = path.stat()
         path.write_bytes(b"X" * st.st_size)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-        good = hashlib.sha256(_Handler.payload).hexdigest()
+        good = hashlib.sha256(_PAYLOAD).hexdigest()
         for forged in (
             f"{good} {st.st_size} {st.st_mtime_ns}",
             models._stamp(path, good).replace("ctime", "c"),

@@ -13,64 +13,55 @@ from samlib.errors import InvalidInputError, SamlibError
 from samlib.predict import CachedEmbedding, EmbeddingCache, Prediction, PromptPredictor
 
 
-def count_encoder_calls(sam: Sam) -> list[int]:
-    calls = [0]
-
-    def hook(*_: object) -> None:
-        calls[0] += 1
-
-    sam.image_encoder.register_forward_hook(hook)
-    return calls
-
-
 @pytest.fixture
 def image(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, size=(48, 80, 3), dtype=np.uint8)
 
 
-def test_second_set_image_uses_cache(tiny_sam: Sam, image: np.ndarray) -> None:
-    calls = count_encoder_calls(tiny_sam)
+def test_second_set_image_uses_cache(tiny_sam: Sam, image: np.ndarray, encoder_calls: list[int]) -> None:
     pred = PromptPredictor(tiny_sam)
     pred.set_image(image)
     first = pred.embedding.clone()
-    assert calls[0] == 1
+    assert encoder_calls[0] == 1
     pred.set_image(image.copy())  # equal content, different object
-    assert calls[0] == 1
+    assert encoder_calls[0] == 1
     assert torch.equal(pred.embedding, first)
     pred.set_image(255 - image)
-    assert calls[0] == 2
+    assert encoder_calls[0] == 2
     pred.set_image(image)
-    assert calls[0] == 2 and pred.cache.hits == 2
+    assert encoder_calls[0] == 2 and pred.cache.hits == 2
 
 
-def test_cache_is_shared_and_keyed_by_model(tiny_sam: Sam, image: np.ndarray) -> None:
+def test_cache_is_shared_and_keyed_by_model(
+    tiny_sam: Sam, image: np.ndarray, encoder_calls: list[int]
+) -> None:
     cache = EmbeddingCache(maxsize=4)
-    calls = count_encoder_calls(tiny_sam)
     PromptPredictor(tiny_sam, cache).set_image(image)
     PromptPredictor(tiny_sam, cache).set_image(image)
-    assert calls[0] == 1
+    assert encoder_calls[0] == 1
     tiny_sam.samlib_name = "other-model"
     PromptPredictor(tiny_sam, cache).set_image(image)
-    assert calls[0] == 2 and len(cache) == 2
+    assert encoder_calls[0] == 2 and len(cache) == 2
 
 
-def test_cache_never_serves_embeddings_of_changed_encoder_weights(tiny_sam: Sam, image: np.ndarray) -> None:
+def test_cache_never_serves_embeddings_of_changed_encoder_weights(
+    tiny_sam: Sam, image: np.ndarray, encoder_calls: list[int]
+) -> None:
     """Fine-tuning the encoder in place (an optimiser step, a LoRA adapter) must invalidate the cache."""
     from peft import LoraConfig, inject_adapter_in_model
 
     pred = PromptPredictor(tiny_sam)
-    calls = count_encoder_calls(tiny_sam)
     pred.set_image(image)
     before = pred.embedding.clone()
     pred.set_image(image)
-    assert calls[0] == 1  # unchanged weights: served from the cache
+    assert encoder_calls[0] == 1  # unchanged weights: served from the cache
     with torch.no_grad():  # an in-place update, as an optimiser step makes
         tiny_sam.image_encoder.patch_embed.proj.weight.mul_(1.5)
     pred.set_image(image)
-    assert calls[0] == 2 and not torch.equal(pred.embedding, before)
+    assert encoder_calls[0] == 2 and not torch.equal(pred.embedding, before)
     inject_adapter_in_model(LoraConfig(r=2, target_modules=["qkv"]), tiny_sam.image_encoder)
     pred.set_image(image)
-    assert calls[0] == 3  # new adapter modules: a new fingerprint
+    assert encoder_calls[0] == 3  # new adapter modules: a new fingerprint
 
 
 def test_lru_eviction() -> None:
@@ -182,11 +173,12 @@ def test_prediction_best_single() -> None:
     assert p.best()[0, 0] and p.best().sum() == 1
 
 
-def test_embed_images_matches_predictor(tiny_sam: Sam, rng: np.random.Generator) -> None:
+def test_embed_images_matches_predictor(
+    tiny_sam: Sam, rng: np.random.Generator, encoder_calls: list[int]
+) -> None:
     images = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in [(48, 80, 3), (64, 64, 3), (30, 20, 3)]]
-    calls = count_encoder_calls(tiny_sam)
     emb = embed_images(tiny_sam, images, batch_size=2, progress=False)
-    assert calls[0] == 2  # batches of 2 + 1
+    assert encoder_calls[0] == 2  # batches of 2 + 1
     assert emb.embeddings.shape == (3, 16, 4, 4) and emb.embeddings.device.type == "cpu"
     assert emb.original_sizes == [(48, 80), (64, 64), (30, 20)]
     assert emb.input_sizes == [(38, 64), (64, 64), (64, 43)]

@@ -15,16 +15,6 @@ def image(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, size=(120, 200, 3), dtype=np.uint8)
 
 
-def count_encoder_calls(sam: Sam) -> list[int]:
-    calls = [0]
-
-    def hook(*_: object) -> None:
-        calls[0] += 1
-
-    sam.image_encoder.register_forward_hook(hook)
-    return calls
-
-
 def test_zoom_window_is_square_inside_the_image_and_at_least_min_crop() -> None:
     # A 10 px box with 50 % margin is 20 px: min_crop makes it 64, centred on the box.
     assert zoom_window((120, 200), np.array([95, 55, 104, 64]), margin=0.5, min_crop=64) == (68, 28, 132, 92)
@@ -62,17 +52,18 @@ def test_zoomed_box_mask_is_the_crop_prediction_pasted_in_place(tiny_sam: Sam, i
     assert zoomed.masks[0].any()
 
 
-def test_zoom_caches_crops_and_restores_the_full_image(tiny_sam: Sam, image: np.ndarray) -> None:
-    calls = count_encoder_calls(tiny_sam)
+def test_zoom_caches_crops_and_restores_the_full_image(
+    tiny_sam: Sam, image: np.ndarray, encoder_calls: list[int]
+) -> None:
     pred = PromptPredictor(tiny_sam)
     pred.set_image(image)
     box = np.array([[95, 55, 104, 64]], dtype=np.float32)
     before = pred.predict_batch(boxes=box)
     # Two prompts with the same crop share one encoder run.
     pred.predict_batch_zoomed(boxes=np.repeat(box, 2, 0))
-    assert calls[0] == 2
+    assert encoder_calls[0] == 2
     pred.predict_batch_zoomed(boxes=box)
-    assert calls[0] == 2  # the crop's embedding came from the cache
+    assert encoder_calls[0] == 2  # the crop's embedding came from the cache
     after = pred.predict_batch(boxes=box)
     np.testing.assert_array_equal(before.masks, after.masks)  # plain prediction sees the full image again
     assert pred.original_size == (120, 200)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from samlib import prompts
+from samlib import postprocess, prompts
 from samlib.errors import InvalidInputError
 
 
@@ -76,6 +76,22 @@ def test_jitter_box(rng: np.random.Generator) -> None:
     clipped = prompts.jitter_box(np.array([0.0, 0.0, 63.0, 63.0]), rng, scale=0.5, image_shape=(64, 64))
     assert clipped.min() >= 0 and clipped.max() <= 63
     assert clipped[0] <= clipped[2] and clipped[1] <= clipped[3]
+
+
+def test_check_box_is_shared_by_the_single_box_entry_points(rng: np.random.Generator) -> None:
+    np.testing.assert_array_equal(prompts.check_box([1, 2, 3, 4]), [1.0, 2.0, 3.0, 4.0])
+    assert prompts.check_box((5, 5, 1, 1)).dtype == np.float64  # order is checked only when asked
+    for bad in ([1, 2, 3], [0, 0, np.nan, 1], np.zeros((1, 4))):
+        with pytest.raises(InvalidInputError, match="4 finite numbers"):
+            prompts.check_box(bad)
+    with pytest.raises(InvalidInputError, match="x0 <= x1"):
+        prompts.check_box((5, 5, 1, 1), ordered=True)
+    # the callers raise the same errors
+    with pytest.raises(InvalidInputError, match="4 finite numbers"):
+        prompts.jitter_box([0, 0, np.inf, 1], rng)
+    img, m = np.zeros((8, 8, 3), np.uint8), rect(8, 8, 2, 6, 2, 6)
+    with pytest.raises(InvalidInputError, match="x0 <= x1"):
+        postprocess.grabcut_refine(img, m, box=(6, 6, 2, 2))
 
 
 def test_correction_point(rng: np.random.Generator) -> None:

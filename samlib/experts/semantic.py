@@ -21,14 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 from tqdm.auto import tqdm
 
-from samlib.embeddings import EmbeddedImages
+from samlib.embeddings import EmbeddedImages, encoder_inputs
 from samlib.errors import InvalidInputError
 from samlib.training import fit
-from samlib.utils import as_uint8_rgb, resolve_device
+from samlib.utils import resolve_device
 
 __all__ = [
     "DPTHead",
@@ -124,7 +123,6 @@ def encoder_features(
         raise InvalidInputError(f"blocks must be indexes in [0, {depth}), got {list(chosen)}.")
     img_size = int(encoder.img_size)
     patch = int(encoder.patch_embed.proj.kernel_size[0])
-    transform = ResizeLongestSide(img_size)
     captured: dict[int, torch.Tensor] = {}
     hooks = [
         encoder.blocks[b].register_forward_hook(
@@ -139,16 +137,11 @@ def encoder_features(
     try:
         with tqdm(total=len(images), desc="Encoder features", disable=not progress) as bar:
             for start in range(0, len(images), batch_size):
-                batch = []
-                for image in images[start : start + batch_size]:
-                    rgb = as_uint8_rgb(image)
-                    resized = transform.apply_image(rgb)
-                    original_sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
-                    input_sizes.append((int(resized.shape[0]), int(resized.shape[1])))
-                    x = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()
-                    batch.append(sam.preprocess(x[None])[0])
+                batch, originals, inputs = encoder_inputs(sam, images[start : start + batch_size])
+                original_sizes += originals
+                input_sizes += inputs
                 with torch.no_grad():
-                    necks.append(encoder(torch.stack(batch)).float().cpu())
+                    necks.append(encoder(batch).float().cpu())
                 for b in per_block:
                     per_block[b].append(captured.pop(b))
                 bar.update(len(batch))
