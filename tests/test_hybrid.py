@@ -119,6 +119,12 @@ def test_missing_detector_package_names_it(monkeypatch: pytest.MonkeyPatch) -> N
         D.ssd_model_files()
 
 
+def test_opencv_without_tensorflow_importer_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(D.cv2.dnn, "readNetFromTensorflow", raising=False)
+    with pytest.raises(CheckpointUnavailableError, match="opencv-python-headless>=5.0,<5.1"):
+        D.CocoSSDDetector()
+
+
 def test_coco_detector_loads_offline_from_the_wheel() -> None:
     graph, config = D.ssd_model_files()
     assert graph.stat().st_size > 1_000_000 and config.suffix == ".pbtxt"

@@ -174,7 +174,13 @@ class CocoSSDDetector:
 
     def __init__(self, min_score: float = 0.1) -> None:
         graph, config = ssd_model_files()
-        self.net = cv2.dnn.readNetFromTensorflow(str(graph), str(config))
+        read = getattr(cv2.dnn, "readNetFromTensorflow", None)
+        if read is None:  # OpenCV 5.1 removed the TensorFlow importer this frozen graph needs
+            raise CheckpointUnavailableError(
+                f"OpenCV {cv2.__version__} cannot read the SSD detector's TensorFlow graph (its TensorFlow "
+                "importer was removed in 5.1): install opencv-python-headless>=5.0,<5.1 (as pyproject.toml pins)."
+            )
+        self.net = read(str(graph), str(config))
         self.min_score = float(min_score)
 
     def detect(self, image: np.ndarray) -> Detections:
