@@ -178,7 +178,8 @@ class CocoSSDDetector:
         if read is None:  # OpenCV 5.1 removed the TensorFlow importer this frozen graph needs
             raise CheckpointUnavailableError(
                 f"OpenCV {cv2.__version__} cannot read the SSD detector's TensorFlow graph (its TensorFlow "
-                "importer was removed in 5.1): install opencv-python-headless>=5.0,<5.1 (as pyproject.toml pins)."
+                "importer was removed in 5.1): install opencv-python-headless>=5.0,<5.1 "
+                "(as pyproject.toml pins)."
             )
         self.net = read(str(graph), str(config))
         self.min_score = float(min_score)
