@@ -128,6 +128,8 @@ def test_only_small_files_of_a_run_are_committed(tmp_path: Path) -> None:
     out = subprocess.run(
         ["git", "check-ignore", "--no-index", *rel], cwd=ROOT, capture_output=True, text=True
     )
+    if out.returncode == 128:  # not a git checkout (e.g. an unpacked archive)
+        pytest.skip(out.stderr.strip())
     assert sorted(out.stdout.split()) == sorted(rel[:2])
 
 
