@@ -15,7 +15,12 @@ the notebook wrote (``out_json``) and ``provenance.json``: samlib commit, checkp
 wall time, peak RSS, status, and the run's input key. A run whose key -- sha256 of the notebook,
 parameters, checkpoint sha256, samlib commit -- is unchanged and which succeeded before is skipped,
 so an interrupted benchmark resumes where it stopped. A failing run is recorded (status "failed",
-the error's last lines) and the others go on. ``table.md`` / ``table.csv`` combine all runs.
+the error's last lines) and the others go on. ``table.md`` / ``table.csv`` combine all runs of the
+benchmark file (only those: a folder left from an earlier grid is not in them).
+
+What to commit (``.gitignore`` keeps the rest out): each run's ``metrics.json`` and ``provenance.json``
+and the benchmark's ``table.md`` / ``table.csv``; the executed notebook and ``papermill.log`` stay local.
+``book/results.md`` builds its section "Across seeds" from ``results/bench/smoke/``.
 """
 
 from __future__ import annotations
@@ -213,32 +218,74 @@ def run_benchmark(
     return records
 
 
+def _run_label(rec: dict[str, Any], others: list[dict[str, Any]]) -> str:
+    """A run's column name among the runs of its notebook: the model and parameters that differ."""
+    keys = sorted({k for o in others for k in o["parameters"]})
+    varying = [k for k in keys if len({json.dumps(o["parameters"].get(k)) for o in others}) > 1]
+    parts = [rec["model"]] if len({o["model"] for o in others}) > 1 else []
+    parts += [f"{k}={json.dumps(rec['parameters'].get(k))}" for k in varying]
+    return " ".join(parts) or "value"
+
+
 def write_table(bench_dir: Path, records: list[dict[str, Any]]) -> Path:
-    """``table.csv`` and ``table.md`` in ``bench_dir``: one row per run, its status, time and metrics."""
-    rows = []
+    """``table.csv`` and ``table.md`` in ``bench_dir``, combining the runs of ``records`` (in their order).
+
+    ``table.csv`` is long: one row per run, method and metric (a run without metrics -- failed -- has one
+    row with them empty), with the run's notebook, model, parameters, status, wall time and peak RSS.
+    ``table.md`` has one section per notebook: its runs (status, wall time, peak RSS) and its metrics,
+    one row per ``method.metric`` and one column per run, named by what differs between the runs (the
+    seed). Both are line-oriented so that a re-run's diff shows which numbers moved.
+    """
+    rows: list[dict[str, str]] = []
+    by_notebook: dict[str, list[tuple[dict[str, Any], dict[str, str]]]] = {}
     for rec in records:
-        row = {
+        base = {
             "run": rec["run_id"],
+            "notebook": Path(rec["notebook"]).stem,
             "model": rec["model"],
             "parameters": json.dumps(rec["parameters"], sort_keys=True),
             "status": rec["status"],
             "wall_time_s": f"{rec['wall_time_s']:.1f}",
             "peak_rss_mb": f"{rec['peak_rss_mb']:.0f}",
         }
+        values: dict[str, str] = {}
         metrics = bench_dir / rec["run_id"] / "metrics.json"
         if rec["status"] == "ok" and metrics.is_file():
-            for method, values in json.loads(metrics.read_text()).get("results", {}).items():
-                for metric, value in values.items():
-                    row[f"{method}.{metric}"] = f"{value:.4g}" if isinstance(value, float) else str(value)
-        rows.append(row)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+            for method, by_metric in json.loads(metrics.read_text()).get("results", {}).items():
+                for metric, value in by_metric.items():
+                    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+                    values[f"{method}.{metric}"] = text
+                    rows.append({**base, "method": method, "metric": metric, "value": text})
+        if not values:
+            rows.append({**base, "method": "", "metric": "", "value": ""})
+        by_notebook.setdefault(base["notebook"], []).append((rec, values))
     bench_dir.mkdir(parents=True, exist_ok=True)
+    columns = ["run", "notebook", "model", "parameters", "status", "wall_time_s", "peak_rss_mb"]
     with open(bench_dir / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
+        writer = csv.DictWriter(f, [*columns, "method", "metric", "value"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(r.get(c, "") for c in columns) + " |" for r in rows]
+    lines = [f"# Benchmark {bench_dir.name}"]
+    for notebook, runs in by_notebook.items():
+        recs = [rec for rec, _ in runs]
+        labels = [_run_label(rec, recs) for rec in recs]
+        lines += [
+            "",
+            f"## {notebook}",
+            "",
+            "| run | model | parameters | status | wall time s | peak RSS MB |",
+        ]
+        lines.append("|---|---|---|---|---:|---:|")
+        for (rec, _), label in zip(runs, labels, strict=True):
+            params = json.dumps(rec["parameters"], sort_keys=True)
+            lines.append(
+                f"| {label} (`{rec['run_id']}`) | {rec['model']} | `{params}` | {rec['status']} "
+                f"| {rec['wall_time_s']:.1f} | {rec['peak_rss_mb']:.0f} |"
+            )
+        names = list(dict.fromkeys(k for _, values in runs for k in values))
+        if names:
+            lines += ["", "| method.metric | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+            lines += [f"| {n} | " + " | ".join(v.get(n, "–") for _, v in runs) + " |" for n in names]
     (bench_dir / "table.md").write_text("\n".join(lines) + "\n")
     return bench_dir / "table.md"
 

@@ -3,6 +3,7 @@ the table of contents and the offline configuration (no execution, no browser)."
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -115,3 +116,94 @@ def test_densest_window_finds_the_foreground() -> None:
     assert densest_window(mask, 500) == (slice(0, 100), slice(0, 120))
     with pytest.raises(InvalidInputError):
         densest_window(np.zeros((2, 3, 4)), 2)
+
+
+BENCH_CHAPTERS = [
+    {"chapter": "01_a", "short": "A", "title": "a", "paper": "p", "claim": CLAIM},
+    {"chapter": "02_b", "short": "B", "title": "b", "paper": "p", "claim": {**CLAIM, "baseline": "b_a"}},
+    {"chapter": "03_c", "short": "C", "title": "c", "paper": "p", "claim": CLAIM},
+]
+
+
+def _fake_run(bench: Path, chapter: str, seed: int | None, results: dict | None, error: str = "") -> dict:
+    """One run folder as samlib.bench writes it (provenance.json, metrics.json when it succeeded)."""
+    params = {"smoke": True} if seed is None else {"smoke": True, "seed": seed}
+    run_id = f"{chapter}--teaching--s{seed}"
+    prov = {
+        "run_id": run_id, "notebook": f"{chapter}.ipynb", "model": "teaching", "parameters": params,
+        "commit": "0123456789abcdef+dirty", "checkpoint_sha256": "feedbeefcafe0000111122223333",
+        "device": "cpu", "key": "k", "wall_time_s": 61.4, "peak_rss_mb": 812.2,
+        "status": "failed" if error else "ok", **({"error": error} if error else {}),
+    }  # fmt: skip
+    (bench / run_id).mkdir(parents=True)
+    (bench / run_id / "provenance.json").write_text(json.dumps(prov))
+    if results is not None:
+        doc = {"chapter": chapter, "setting": "smoke", "device": "cpu", "results": results}
+        (bench / run_id / "metrics.json").write_text(json.dumps(doc))
+    return prov
+
+
+def _fake_bench(tmp_path: Path) -> Path:
+    from samlib.bench import write_table
+
+    bench = tmp_path / "results" / "bench" / "smoke"
+    win = {"m_a": {"miou": 0.6}, "b_a": {"miou": 0.3}, "c_a": {"miou": 0.5}}
+    lose = {"m_a": {"miou": 0.4}, "b_a": {"miou": 0.3}, "c_a": {"miou": 0.5}}
+    records = [
+        _fake_run(bench, "01_a", 0, win),
+        _fake_run(bench, "01_a", 1, lose),
+        _fake_run(bench, "01_a", 2, None, error="Traceback ...\nValueError: boom `x`"),
+        _fake_run(bench, "02_b", None, {"m_a": {"miou": 0.2}}),  # no seed parameter; baseline key absent
+    ]
+    write_table(bench, records)  # the runner's own table.csv lists the runs of the benchmark
+    _fake_run(bench, "01_a", 7, win)  # a folder left from an earlier grid: not in table.csv, not counted
+    return bench
+
+
+def test_load_bench_reads_the_runs_the_table_lists(tmp_path: Path) -> None:
+    runs = B.load_bench(_fake_bench(tmp_path))
+    assert runs is not None
+    assert [(r["chapter"], r["seed"], r["status"]) for r in runs] == [
+        ("01_a", 0, "ok"), ("01_a", 1, "ok"), ("01_a", 2, "failed"), ("02_b", None, "ok"),
+    ]  # fmt: skip
+    assert runs[0]["record"]["results"]["m_a"]["miou"] == 0.6 and runs[2]["record"] is None
+    assert B.load_bench(tmp_path / "nowhere") is None
+
+
+def test_bench_claims_table_counts_seeds_where_the_claim_holds(tmp_path: Path) -> None:
+    runs = B.load_bench(_fake_bench(tmp_path))
+    lines = B.bench_claims_table(BENCH_CHAPTERS, runs).splitlines()
+    head = "| chapter | claim (metric: method vs best baseline) | seed 0 | seed 1 | seed 2 | one run |"
+    assert lines[0] == head + " holds in |"
+    row_a, row_b, row_c = lines[2:]
+    assert "best of `b_a`, `c_a`" in row_a
+    assert "| 0.600 vs 0.500 (holds) | 0.400 vs 0.500 (does not hold) | **failed** | – |" in row_a
+    assert row_a.endswith("| **1 of 3** seeds (1 failed) |")
+    assert "| – | – | – | not measured | **0 of 1** runs (1 not measured) |" in row_b
+    assert row_c.endswith("| – | – | – | – | not in this benchmark |")
+
+
+def test_bench_provenance_table_shows_failed_runs(tmp_path: Path) -> None:
+    md = B.bench_provenance_table(B.load_bench(_fake_bench(tmp_path)))
+    lines = md.splitlines()
+    assert lines[0] == (
+        "| chapter | seed | samlib commit | checkpoint sha256 | device | wall time s | peak RSS MB | status |"
+    )
+    assert "| `01_a` | 0 | `0123456+dirty` | `feedbeefcafe` | cpu | 61 | 812 | ok |" in lines
+    assert "| `01_a` | 2 | `0123456+dirty` | `feedbeefcafe` | cpu | 61 | 812 | **failed** |" in lines
+    assert "| `02_b` | – |" in md and "s7" not in md
+    assert "- `01_a` seed 2 (failed): `ValueError: boom 'x'`" in lines
+
+
+def test_bench_section_without_a_recorded_benchmark_says_how_to_make_one(tmp_path: Path) -> None:
+    text = B.bench_section(BENCH_CHAPTERS, tmp_path / "results" / "bench" / "smoke")
+    assert "\n" not in text and "No recorded benchmark" in text and "`make bench`" in text
+    section = B.bench_section(BENCH_CHAPTERS, _fake_bench(tmp_path))
+    assert section.startswith("Benchmark `smoke`: 4 runs, 3 finished, 1 failed; model `teaching`")
+    assert "holds in" in section and "peak RSS MB" in section
+
+
+def test_results_page_reads_the_committed_smoke_benchmark() -> None:
+    page = (ROOT / "book" / "results.md").read_text()
+    assert "## Across seeds: the recorded smoke benchmark" in page
+    assert 'bench_section(chapters, repo_root() / "results" / "bench" / "smoke")' in page
