@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -42,6 +43,7 @@ import tomllib
 from tqdm.auto import tqdm
 
 from samlib.errors import InvalidInputError
+from samlib.results import write_text_atomic
 
 __all__ = ["BenchRun", "load_benchmark", "run_benchmark", "main"]
 
@@ -212,8 +214,9 @@ def run_benchmark(
             "parameters": run.parameters, "commit": commit, "checkpoint_sha256": checkpoint,
             "device": device, "key": key, **_execute(run, folder, timeout_s),
         }  # fmt: skip
-        prov_path.write_text(json.dumps(prov, indent=2))
+        write_text_atomic(prov_path, json.dumps(prov, indent=2))
         records.append({**prov, "skipped": False})
+        write_table(bench_dir, records)  # after every run: an interrupted benchmark keeps a table of what ran
     write_table(bench_dir, records)
     return records
 
@@ -261,10 +264,11 @@ def write_table(bench_dir: Path, records: list[dict[str, Any]]) -> Path:
         by_notebook.setdefault(base["notebook"], []).append((rec, values))
     bench_dir.mkdir(parents=True, exist_ok=True)
     columns = ["run", "notebook", "model", "parameters", "status", "wall_time_s", "peak_rss_mb"]
-    with open(bench_dir / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, [*columns, "method", "metric", "value"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, [*columns, "method", "metric", "value"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(bench_dir / "table.csv", buffer.getvalue())
     lines = [f"# Benchmark {bench_dir.name}"]
     for notebook, runs in by_notebook.items():
         recs = [rec for rec, _ in runs]
@@ -286,7 +290,7 @@ def write_table(bench_dir: Path, records: list[dict[str, Any]]) -> Path:
         if names:
             lines += ["", "| method.metric | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
             lines += [f"| {n} | " + " | ".join(v.get(n, "–") for _, v in runs) + " |" for n in names]
-    (bench_dir / "table.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(bench_dir / "table.md", "\n".join(lines) + "\n")
     return bench_dir / "table.md"
 
 

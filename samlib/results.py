@@ -32,6 +32,7 @@ __all__ = [
     "recorded_dir",
     "results_table",
     "validate_results",
+    "write_text_atomic",
     "write_results",
 ]
 
@@ -133,13 +134,20 @@ def write_results(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InvalidInputError(f"Cannot create the folder of results file {out}: {e}") from e
+    return write_text_atomic(out, text + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (UTF-8) so that a reader sees the old file or the whole new one, never a
+    half-written file: a temporary file beside it, then ``os.replace``. The folder must exist."""
+    out = Path(path)
     # Not tempfile.mkstemp: it creates 0600 files, and reading the umask to undo that is process-global
     # (not thread-safe). O_EXCL on a unique name is as safe, and the kernel applies the umask to 0666.
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+            f.write(text)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
