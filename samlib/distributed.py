@@ -11,6 +11,11 @@ which averages the gradients over ranks; losses are written as a sum over the ra
 ``world_size / global_count`` (:func:`global_count`), so the averaged gradient is the gradient of the
 global batch's mean, the same as a single process would compute. Only rank 0 writes checkpoints, logs
 and progress bars (:func:`is_main_process`).
+
+A loop that calls the model's parts directly (PointSAM's LoRA trainer) can do without DDP: it sums the
+trainable gradients itself (:func:`sum_gradients`), starts from rank 0's weights
+(:func:`broadcast_parameters`), and gets the whole global batch's per-item tensors back in batch order
+(:func:`all_gather_shards`) where a loss couples the items of a batch.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = [
+    "all_gather_shards",
     "all_reduce_sum",
+    "all_reduce_sum_tensor",
+    "broadcast_parameters",
     "broadcast_int",
     "global_count",
     "init_from_env",
@@ -35,6 +43,7 @@ __all__ = [
     "rank",
     "session",
     "shard",
+    "sum_gradients",
     "world_size",
     "wrap",
 ]
@@ -131,6 +140,85 @@ def broadcast_int(value: int) -> int:
     t = torch.tensor([value], dtype=torch.int64, device=_comm_device())
     dist.broadcast(t, src=0)
     return int(t.item())
+
+
+def all_reduce_sum_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A detached copy of ``tensor`` summed over ranks, in its own dtype (the copy alone: bit-identical)."""
+    out = tensor.detach().clone()
+    if is_distributed():
+        dist.all_reduce(out)
+    return out
+
+
+def broadcast_parameters(params: Sequence[torch.Tensor]) -> None:
+    """Copy rank 0's values of ``params`` into every rank's (in place; nothing alone)."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+
+def sum_gradients(params: Sequence[torch.Tensor]) -> None:
+    """Replace every rank's gradients of ``params`` by their sum over ranks (one flat all-reduce).
+
+    A parameter without a gradient on this rank counts as zero and gets the sum too. The caller writes
+    each rank's loss so that the sum is the global batch's gradient (nothing alone).
+    """
+    if not is_distributed() or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.detach().reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+def all_gather_shards(pieces: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The inverse of :func:`shard` for tensors: every item of the global batch, in batch order.
+
+    Arguments:
+      pieces (Sequence[torch.Tensor]): this rank's items (those of ``shard(range(n))``), each (n_i, ...)
+        with the same trailing shape and dtype on every rank; ``n_i`` may differ, every rank has one or more.
+
+    Returns:
+      (list[torch.Tensor]): the ``n`` items of all ranks; this rank's own items are the given tensors
+      themselves (gradients flow into them), the others are received copies (constants). Alone: ``pieces``.
+    """
+    if not is_distributed():
+        return list(pieces)
+    if not pieces:
+        raise ValueError("all_gather_shards needs at least one item on every rank.")
+    world, me = world_size(), rank()
+    device = _comm_device()
+    n = round(all_reduce_sum([len(pieces)])[0])
+    per_rank = [len(range(r, n, world)) for r in range(world)]
+    most = max(per_rank)
+    rows = torch.zeros(most, dtype=torch.int64, device=device)
+    rows[: len(pieces)] = torch.tensor([len(p) for p in pieces], dtype=torch.int64)
+    all_rows = [torch.empty_like(rows) for _ in range(world)]
+    dist.all_gather(all_rows, rows)
+    longest = max(int(r.sum()) for r in all_rows)
+    local = torch.cat([p.detach().reshape(len(p), -1) for p in pieces]).to(device)
+    padded = torch.zeros(longest, local.shape[1], dtype=local.dtype, device=device)
+    padded[: len(local)] = local
+    received = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(received, padded)
+    out: list[torch.Tensor | None] = [None] * n
+    for r in range(world):
+        counts = [int(c) for c in all_rows[r][: per_rank[r]]]
+        start = 0
+        for j, c in enumerate(counts):
+            b = r + j * world
+            if r == me:
+                out[b] = pieces[j]
+            else:
+                out[b] = received[r][start : start + c].to(pieces[0].device).reshape(c, *pieces[0].shape[1:])
+            start += c
+    return [t for t in out if t is not None]
 
 
 def wrap(module: nn.Module, find_unused_parameters: bool = True) -> nn.Module:

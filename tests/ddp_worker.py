@@ -1,14 +1,16 @@
 """Run by tests/test_distributed.py, alone or under ``python -m torch.distributed.run``: a tiny teaching
 run (2 steps, then resumed to 3), then :func:`samlib.fit` on a small decoder; rank 0 writes the loss
-histories to ``OUT/result.json``.
+histories to ``OUT/result.json``. With ``pointsam``: PointSAM's LoRA trainer on a tiny random SAM instead
+(NPC and PBR on, 3 images per step over the ranks, 2 steps, then resumed to 3).
 
-python tests/ddp_worker.py OUT
+python tests/ddp_worker.py OUT [pointsam]
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import samlib  # noqa: F401  (before segment_anything)
@@ -16,10 +18,12 @@ import samlib  # noqa: F401  (before segment_anything)
 # isort: split
 import torch
 
-from samlib import distributed
+from samlib import adapters, distributed
 from samlib.decoders import DomainDecoder
 from samlib.losses import bce_dice_loss
+from samlib.methods import pointsam
 from samlib.teaching import TeachingConfig
+from samlib.teaching.model import build_teaching_sam
 from samlib.teaching.train import TrainSettings, train
 from samlib.training import fit
 
@@ -53,6 +57,54 @@ def main(out: Path) -> None:
         (out / "result.json").write_text(json.dumps(result))
 
 
+def _all_ranks(value: object) -> list:
+    """``value`` of every rank (``[value]`` alone)."""
+    if not distributed.is_distributed():
+        return [value]
+    out: list = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(out, value)
+    return out
+
+
+def main_pointsam(out: Path) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    source = build_teaching_sam(TeachingConfig.tiny()).eval()  # as tests/conftest.py's build_tiny_sam
+    before = {n: p.detach().clone() for n, p in source.named_parameters()}
+    data = pointsam.generated_point_set("dense_objects", 3, 64, seed=0)
+    protos = pointsam.target_prototypes(source, data, seed=0, progress=False)
+    saves = []
+    real_save = pointsam._save_state
+
+    def counting_save(path: Path, *args: object, **kwargs: object) -> None:
+        saves.append(str(path))
+        real_save(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    pointsam._save_state = counting_save  # type: ignore[assignment]
+    # 3 images per step over 2 ranks: shares of 2 and 1; a bank of 4 features fills after one step
+    config = pointsam.PointSAMConfig(steps=2, images_per_step=3, blocks=(0,), bank_size=4, pbr_every=1,
+                                     max_instances=4, lr=1e-2, seed=5)  # fmt: skip
+    state = out / "pointsam_state.pt"
+    pointsam.train_pointsam(
+        source, data, config, protos, progress=False, checkpoint=state, checkpoint_every=1
+    )
+    run = pointsam.train_pointsam(source, data, replace(config, steps=3), protos, progress=False,
+                                  checkpoint=state)  # fmt: skip
+    pointsam._save_state = real_save  # type: ignore[assignment]  # (the test imports this module)
+    lora = torch.cat([p.detach().flatten() for p in adapters.lora_parameters(run.sam)])
+    untouched = all(torch.equal(p, before[n]) for n, p in source.named_parameters())
+    ranks = _all_ranks({"history": run.history, "saves": saves, "lora": lora.tolist(), "untouched": untouched,
+                        "check": pointsam.weight_check(source, run.sam)})  # fmt: skip
+    if distributed.is_main_process():
+        saved = torch.load(state, weights_only=True)
+        result = {"ranks": ranks, "bank": torch.cat(saved["bank"]).flatten().tolist(), "step": saved["step"],
+                  "world_size": distributed.world_size()}  # fmt: skip
+        (out / "result.json").write_text(json.dumps(result))
+
+
 if __name__ == "__main__":
     with distributed.session():  # one group for the whole script: the trainers' own sessions reuse it
-        main(Path(sys.argv[1]))
+        if sys.argv[2:] == ["pointsam"]:
+            main_pointsam(Path(sys.argv[1]))
+        else:
+            main(Path(sys.argv[1]))

@@ -257,6 +257,33 @@ def test_release_pbr_without_gradient_trains_exactly_like_no_pbr(tiny_sam) -> No
     assert any(not torch.equal(a[n], c[n]) for n in a)  # the differentiable PBR does change training
 
 
+def test_resumed_training_continues_exactly(tiny_sam, tmp_path, monkeypatch) -> None:
+    # A run stopped right after its step-2 checkpoint, then resumed, equals an uninterrupted run: adapters,
+    # optimizer, the shared random stream and the PBR bank all come back from the checkpoint.
+    toy = _toy_set()
+    protos = P.target_prototypes(tiny_sam, toy, progress=False)
+    cfg = P.PointSAMConfig(steps=4, images_per_step=2, blocks=(0,), bank_size=4, pbr_every=1, lr=1e-2)
+    straight = P.train_pointsam(tiny_sam, toy, cfg, protos, progress=False)
+    state = tmp_path / "state.pt"
+    real_save = P._save_state
+
+    def save_then_crash(path, config, step, *args):  # type: ignore[no-untyped-def]
+        real_save(path, config, step, *args)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(P, "_save_state", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        P.train_pointsam(tiny_sam, toy, cfg, protos, progress=False, checkpoint=state, checkpoint_every=1)
+    monkeypatch.setattr(P, "_save_state", real_save)
+    resumed = P.train_pointsam(tiny_sam, toy, cfg, protos, progress=False, checkpoint=state)
+    np.testing.assert_equal(resumed.history, straight.history)
+    a, b = adapters.adapter_state_dict(resumed.sam), adapters.adapter_state_dict(straight.sam)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    with pytest.raises(InvalidInputError, match="another config"):
+        P.train_pointsam(tiny_sam, toy, replace(cfg, lr=1e-3), protos, progress=False, checkpoint=state)
+
+
 def test_evaluate_points_scores_and_shapes(tiny_sam) -> None:
     toy = _toy_set(2)
     scores = P.evaluate_points(tiny_sam, toy, (1, 2), seed=0, progress=False)

@@ -10,7 +10,8 @@ The pieces, in the order the chapter builds them:
 * self-training: :func:`train_pointsam` with a teacher (the student itself, an EMA copy or the frozen
   source model), weak/strong augmentation, negative prompt calibration (``samlib.prompts``) for the
   teacher, and prototype-based regularisation (:func:`target_prototypes`, :func:`online_prototypes`,
-  :func:`hungarian_prototype_loss`);
+  :func:`hungarian_prototype_loss`); data-parallel under ``torchrun`` with a resumable training state, and
+  a command line (``python -m samlib.methods.pointsam``, :func:`main`) that trains and saves adapters;
 * evaluation: :func:`evaluate_points` (per-instance IoU and F1 from K positive + K negative points,
   averaged per image, then over images) and point-to-box scores from rotated boxes.
 
@@ -23,9 +24,11 @@ reproduces that).
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +39,7 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm.auto import tqdm
 
-from samlib import adapters, augment, clustering
+from samlib import adapters, augment, clustering, distributed
 from samlib.data import load_dataset, split_names
 from samlib.errors import InvalidInputError
 from samlib.losses import dice_loss, mask_iou_logits, sigmoid_focal_loss
@@ -475,6 +478,9 @@ def train_pointsam(
     prototypes: Prototypes | None = None,
     progress: bool = True,
     desc: str = "PointSAM",
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = True,
 ) -> TrainResult:
     """Train LoRA adapters on a copy of ``source``'s image encoder from point labels (PointSAM).
 
@@ -489,16 +495,85 @@ def train_pointsam(
         ``config.teacher == "none"``).
       config (PointSAMConfig): the run.
       prototypes (Prototypes | None): targets for PBR (required when ``config.pbr``).
+      checkpoint (str | Path | None): a training-state file (adapters, optimizer, random state, PBR bank,
+        curves), written every ``checkpoint_every`` steps (0: at the end only) and at the end; with
+        ``resume`` an existing one is loaded and training goes on from its step (same config; ``steps``
+        may grow).
 
     Returns:
-      (TrainResult): the adapted student and per-step curves.
+      (TrainResult): the adapted student and per-step curves (of the whole run when resumed).
+
+    Randomness: one generator seeded by ``config.seed`` draws each step's images, K, instance subsets,
+    flips, photometric ops and points; NPC's draws come from a generator per step and image
+    (``[seed, step, b]``, b = place in the batch).
+
+    Under ``torchrun --nproc_per_node=N`` (:mod:`samlib.distributed`): every rank draws the same global
+    batch (and the same augmentations and points) and trains on its share (images ``rank::N``); the LoRA
+    gradients are summed over ranks; the step's point features of all ranks are gathered in batch order,
+    so the PBR memory bank and the prototype loss are the same on every rank and equal the
+    single-process ones; only rank 0 writes ``checkpoint``. The curves equal a single-process run's with
+    the same ``images_per_step`` (to float rounding). Call it on every rank with the same arguments.
     """
+    with distributed.session():
+        return _train_pointsam(source, train, config, prototypes, progress, desc, checkpoint,
+                               checkpoint_every, resume)  # fmt: skip
+
+
+_STATE_FORMAT = "samlib-pointsam-train-1"
+_CURVES = ("loss", "focal", "dice", "iou", "pbr", "pseudo_iou")
+
+
+@dataclass
+class _Item:
+    """One image of a step's global batch, after the draws: views, prompts and (possibly subset) masks."""
+
+    weak: np.ndarray
+    strong: np.ndarray
+    coords: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+
+
+def _draw_item(image: np.ndarray, masks: np.ndarray, k: int, config: PointSAMConfig,
+               rng: np.random.Generator) -> _Item:  # fmt: skip
+    if len(masks) > config.max_instances:
+        masks = masks[rng.choice(len(masks), config.max_instances, replace=False)]
+    if rng.random() < 0.5:
+        image, masks = augment.hflip_image(image), augment.hflip_masks(masks)
+    strong = augment.strong_augment(image, rng, config.strong_ops)
+    coords, labels = sample_instance_points(masks, k, rng)
+    return _Item(image, strong, coords, labels, masks)
+
+
+def _train_pointsam(
+    source: Sam,
+    train: PointSet,
+    config: PointSAMConfig,
+    prototypes: Prototypes | None,
+    progress: bool,
+    desc: str,
+    checkpoint: str | Path | None,
+    checkpoint_every: int,
+    resume: bool,
+) -> TrainResult:
     if config.teacher not in ("self", "ema", "frozen", "none"):
         raise InvalidInputError(f"teacher must be 'self', 'ema', 'frozen' or 'none', got {config.teacher!r}.")
     if config.pbr and prototypes is None:
         raise InvalidInputError("config.pbr needs target prototypes: pass target_prototypes(source, train).")
     if len(train) < config.images_per_step:
         raise InvalidInputError(f"need at least {config.images_per_step} training images, got {len(train)}.")
+    world = distributed.world_size()
+    if config.images_per_step < world:
+        raise InvalidInputError(
+            f"images_per_step ({config.images_per_step}) must be >= the {world} processes."
+        )
+    if checkpoint_every < 0:
+        raise InvalidInputError(f"checkpoint_every must be >= 0 steps, got {checkpoint_every}.")
+    if distributed.is_distributed() and source.device.type == "cuda":
+        here = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK
+        if source.device != here:
+            source = copy.deepcopy(source).to(here)
+    main = distributed.is_main_process()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     student = copy.deepcopy(source)
@@ -509,96 +584,164 @@ def train_pointsam(
     if config.teacher == "ema":
         teacher = copy.deepcopy(student)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: cosine_with_warmup(s, config.steps, config.warmup)
-    )
     targets = None if prototypes is None else torch.as_tensor(prototypes.prototypes, dtype=torch.float32)
     bank: list[torch.Tensor] = []
-    history: dict[str, list[float]] = {k: [] for k in ("loss", "focal", "dice", "iou", "pbr", "pseudo_iou")}
-    for step in tqdm(range(config.steps), desc=desc, disable=not progress, leave=False):
+    history: dict[str, list[float]] = {k: [] for k in _CURVES}
+    start = 0
+    path = None if checkpoint is None else Path(checkpoint)
+    if path is not None and resume and path.is_file():
+        start = _load_state(path, config, student, teacher if config.teacher == "ema" else None, opt, rng,
+                            bank, history)  # fmt: skip
+    distributed.broadcast_parameters(params)  # the same start on every rank (it is already, by the seed)
+    if teacher is not None and config.teacher == "ema":
+        distributed.broadcast_parameters(adapters.lora_parameters(teacher))
+    bar = tqdm(range(start, config.steps), desc=desc, disable=not (progress and main), leave=False)
+    for step in bar:
+        for g in opt.param_groups:  # the cosine schedule, set from the step (resumable, steps may grow)
+            g["lr"] = config.lr * cosine_with_warmup(step, config.steps, config.warmup)
         idx = rng.choice(len(train), size=config.images_per_step, replace=False)
         k = int(rng.choice(config.k_choices))
-        weak, strong, prompts, truths = [], [], [], []
-        for i in idx:
-            masks = train.masks[i]
-            if len(masks) > config.max_instances:
-                masks = masks[rng.choice(len(masks), config.max_instances, replace=False)]
-            image = train.images[i]
-            if rng.random() < 0.5:
-                image, masks = augment.hflip_image(image), augment.hflip_masks(masks)
-            weak.append(image)
-            strong.append(augment.strong_augment(image, rng, config.strong_ops))
-            prompts.append(sample_instance_points(masks, k, rng))
-            truths.append(masks)
+        # Every rank draws for the whole global batch (cheap), so the shared stream stays in step.
+        drawn = [_draw_item(train.images[i], train.masks[i], k, config, rng) for i in idx]
+        n = len(drawn)
+        mine = distributed.shard(range(n))
+        items = [drawn[b] for b in mine]
         pseudo = []
         with torch.no_grad():
-            emb_t = None if teacher is None else encode_images(teacher, weak)
-            for b, (coords, labels) in enumerate(prompts):
+            emb_t = None if teacher is None else encode_images(teacher, [it.weak for it in items])
+            for j, (b, it) in enumerate(zip(mine, items)):
                 if emb_t is None or teacher is None:
-                    pseudo.append(_lowres_masks(student, truths[b]))
+                    pseudo.append(_lowres_masks(student, it.masks))
                     continue
                 low_t, _ = _teacher_prompts(
                     teacher,
-                    emb_t[b : b + 1],
-                    coords,
-                    labels,
-                    weak[b].shape[:2],
+                    emb_t[j : j + 1],
+                    it.coords,
+                    it.labels,
+                    it.weak.shape[:2],
                     config.npc,
                     config.npc_iou,
-                    rng,
+                    np.random.default_rng([config.seed, step, b]),
                 )
                 pseudo.append((low_t > 0).float())
-        emb_s = encode_images(student, strong)
+        emb_s = encode_images(student, [it.strong for it in items])
         focal = dice = iou_mse = torch.zeros((), device=student.device)
         feats, pseudo_quality = [], []
-        for b, (coords, labels) in enumerate(prompts):
-            low_s, iou_s = decode_points(student, emb_s[b : b + 1], coords, labels, strong[b].shape[:2])
-            target = pseudo[b]
+        for j, it in enumerate(items):
+            size = it.strong.shape[:2]
+            low_s, iou_s = decode_points(student, emb_s[j : j + 1], it.coords, it.labels, size)
+            target = pseudo[j]
             focal = focal + sigmoid_focal_loss(
                 low_s, target, alpha=config.focal_alpha, gamma=config.focal_gamma
             )
             dice = dice + dice_loss(low_s, target, smooth=config.dice_smooth)
             iou_mse = iou_mse + F.mse_loss(iou_s, mask_iou_logits(low_s, target))
-            rows, cols = _grid_index(student, coords[:, 0], strong[b].shape[:2])
-            feats.append(emb_s[b][:, rows, cols].T)
+            rows, cols = _grid_index(student, it.coords[:, 0], size)
+            feats.append(emb_s[j][:, rows, cols].T)
             pseudo_quality.append(
-                float(mask_iou_logits(target * 2 - 1, _lowres_masks(student, truths[b])).mean())
+                float(mask_iou_logits(target * 2 - 1, _lowres_masks(student, it.masks)).mean())
             )
-        n = len(prompts)
+        # This rank's part of the global batch's mean; the gradients are summed over ranks below.
         loss = (config.focal_weight * focal + dice + iou_mse) / n
+        sums = distributed.all_reduce_sum_tensor(torch.stack([focal, dice, iou_mse, loss]))
+        pbr_term = torch.zeros((), device=student.device)
         pbr_value = float("nan")
-        current = torch.cat(feats)
+        # The step's point features of the whole global batch, in batch order (own ones with gradients).
+        current = torch.cat(distributed.all_gather_shards(feats))
         if config.pbr and targets is not None:
             stored = sum(len(f) for f in bank)
             if stored >= config.bank_size and step % config.pbr_every == 0:
                 memory = torch.cat(bank)[-config.bank_size :]
                 online = current if config.pbr_gradient else current.detach()
                 pbr = hungarian_prototype_loss(online_prototypes(torch.cat([memory, online])), targets)
-                loss = loss + config.pbr_weight * pbr
+                # Every rank computes the same PBR; its gradient reaches each rank through its own
+                # features only, so the sum over ranks is the whole gradient.
+                pbr_term = config.pbr_weight * pbr
+                loss = loss + pbr_term
                 pbr_value = pbr.item()
             bank.append(current.detach())
             while sum(len(f) for f in bank) - len(bank[0]) >= config.bank_size:
                 bank.pop(0)  # FIFO: keep just enough to fill the bank
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.sum_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         opt.step()
-        sched.step()
         if config.teacher == "ema" and teacher is not None:
             with torch.no_grad():
                 for pt, ps in zip(adapters.lora_parameters(teacher), params):
                     pt.mul_(config.ema_momentum).add_(ps.detach(), alpha=1 - config.ema_momentum)
+        quality = distributed.all_reduce_sum([sum(pseudo_quality), len(pseudo_quality)])
         for key, value in (
-            ("loss", loss.item()),
-            ("focal", focal.item() / n),
-            ("dice", dice.item() / n),
-            ("iou", iou_mse.item() / n),
+            ("loss", (sums[3] + pbr_term.detach()).item()),
+            ("focal", sums[0].item() / n),
+            ("dice", sums[1].item() / n),
+            ("iou", sums[2].item() / n),
             ("pbr", pbr_value),
-            ("pseudo_iou", float(np.mean(pseudo_quality))),
+            ("pseudo_iou", quality[0] / quality[1]),
         ):
             history[key].append(value)
+        done = step + 1
+        if (
+            path is not None
+            and main
+            and (done == config.steps or (checkpoint_every and done % checkpoint_every == 0))
+        ):
+            _save_state(path, config, done, student, teacher if config.teacher == "ema" else None, opt, rng,
+                        bank, history)  # fmt: skip
     student.eval()
     return TrainResult(student, config, history)
+
+
+def _save_state(path: Path, config: PointSAMConfig, step: int, student: Sam, ema: Sam | None,
+                opt: torch.optim.Optimizer, rng: np.random.Generator, bank: list[torch.Tensor],
+                history: dict[str, list[float]]) -> None:  # fmt: skip
+    """Write the training state atomically (rank 0 only: the caller checks)."""
+    state = {
+        "format": _STATE_FORMAT,
+        "config": asdict(config),
+        "step": step,
+        "lora": adapters.adapter_state_dict(student),
+        "ema_lora": None if ema is None else adapters.adapter_state_dict(ema),
+        "optimizer": opt.state_dict(),
+        "rng": rng.bit_generator.state,
+        "bank": [t.detach().cpu() for t in bank],
+        "history": {k: list(v) for k, v in history.items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written file
+
+
+def _load_state(path: Path, config: PointSAMConfig, student: Sam, ema: Sam | None,
+                opt: torch.optim.Optimizer, rng: np.random.Generator, bank: list[torch.Tensor],
+                history: dict[str, list[float]]) -> int:  # fmt: skip
+    """Restore a state written by :func:`_save_state` in place; returns its step."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+        raise InvalidInputError(f"{path} is not a PointSAM training state (written by train_pointsam).")
+    saved = {k: v for k, v in state["config"].items() if k != "steps"}
+    wanted = {k: v for k, v in asdict(config).items() if k != "steps"}
+    if saved != wanted:
+        diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        raise InvalidInputError(f"{path} was trained with another config (differs in {diff}); resume=False "
+                                "or another checkpoint path starts afresh.")  # fmt: skip
+    if state["step"] > config.steps:
+        raise InvalidInputError(f"{path} is at step {state['step']}, beyond config.steps = {config.steps}.")
+    with torch.no_grad():
+        for model, key in ((student, "lora"), (ema, "ema_lora")):
+            if model is None:
+                continue
+            own = dict(model.named_parameters())
+            for name, value in state[key].items():
+                own[name].copy_(value.to(own[name].device, own[name].dtype))
+    opt.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["rng"]
+    bank[:] = [t.to(student.device) for t in state["bank"]]
+    for key in history:
+        history[key][:] = state["history"][key]
+    return int(state["step"])
 
 
 def variant_config(name: str, base: PointSAMConfig) -> PointSAMConfig:
@@ -912,3 +1055,59 @@ def run_set(
         model = source if name == "direct_sam" else models[name]
         scores[f"{name}_test_npc"] = evaluate_points(model, test, ks, seed, npc=True, progress=progress)
     return SetRun(split, scores, histories, models, checks, protos)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m samlib.methods.pointsam``: train PointSAM adapters on generated scenes, save them.
+
+    Start it with ``torchrun --nproc_per_node=N`` to train data-parallel (see :func:`train_pointsam`);
+    rank 0 alone writes ``--checkpoint`` (resumed when it exists) and ``--out``.
+    """
+    import argparse
+
+    from samlib.models import load_sam
+    from samlib.utils import resolve_device
+
+    parser = argparse.ArgumentParser(prog="python -m samlib.methods.pointsam", description=main.__doc__)
+    parser.add_argument("--model", default="teaching", help="teaching, vit_b, vit_l, vit_h or a checkpoint")
+    parser.add_argument("--variant", default="pointsam", choices=sorted(VARIANTS))
+    parser.add_argument("--domain", default="dense_objects", help="generated scene domain (samlib.scenes)")
+    parser.add_argument("--images", type=int, default=16, help="generated training images")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=PointSAMConfig.steps)
+    parser.add_argument("--images-per-step", type=int, default=PointSAMConfig.images_per_step,
+                        help="the global batch, split over the processes")  # fmt: skip
+    parser.add_argument("--lr", type=float, default=PointSAMConfig.lr)
+    parser.add_argument("--bank-size", type=int, default=PointSAMConfig.bank_size)
+    parser.add_argument("--pbr-every", type=int, default=PointSAMConfig.pbr_every)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default=None, help="training state, resumed when it exists")
+    parser.add_argument("--checkpoint-every", type=int, default=0)
+    parser.add_argument("--out", required=True, help="adapter file (samlib.adapters.save_adapters)")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    with distributed.session():
+        device = resolve_device(args.device)
+        if distributed.is_distributed() and device.type == "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK
+        source = load_sam(args.model, device=device).eval()
+        data = generated_point_set(args.domain, args.images, args.image_size, seed=args.seed)
+        base = PointSAMConfig(steps=args.steps, images_per_step=args.images_per_step, lr=args.lr,
+                              bank_size=args.bank_size, pbr_every=args.pbr_every, seed=args.seed)  # fmt: skip
+        config = variant_config(args.variant, base)
+        protos = target_prototypes(source, data, args.seed, progress=False) if config.pbr else None
+        run = train_pointsam(source, data, config, protos, desc=args.variant, checkpoint=args.checkpoint,
+                             checkpoint_every=args.checkpoint_every)  # fmt: skip
+        if distributed.is_main_process():
+            meta = {"config": asdict(config), "loss": run.history["loss"], "model": str(args.model)}
+            path = adapters.save_adapters(run.sam, args.out, meta=meta)
+            print(f"{args.variant}: {config.steps} steps on {distributed.world_size()} process(es), "
+                  f"final loss {run.history['loss'][-1]:.4f}; adapters in {path}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
