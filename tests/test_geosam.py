@@ -175,30 +175,30 @@ def test_finetune_ablations_need_one_prompt_kind(tiny_sam) -> None:
 
 # ------------------------------------------------------------------------------------ the chapter
 
-# Smoke setting on CPU with the shipped teaching SAM (8 px patches, 6 blocks), seeds 0, 1, 2, after the
-# text branch was added and the smoke fine-tuning was cut from 100 to 40 steps (2026-12-02, one thread,
-# loaded machine): GeoSAM (v2) minus the better zero-shot variant, in mIoU,
-#   unseen region:   +0.027, +0.037, +0.008   (at 100 steps it was +0.052, +0.067, +0.033; at 60 steps
-#                                              +0.051, +0.060, +0.018)
-#   familiar region: +0.050, +0.044, +0.026
+# Smoke setting on CPU with the shipped teaching SAM (8 px patches, 6 blocks), seeds 0, 1, 2, measured
+# 2026-12-06 on the quiet 2-core machine (opencv 5.0, 40 fine-tuning steps): GeoSAM (v2) minus the better
+# zero-shot variant, in mIoU,
+#   unseen region:   +0.023, +0.041, +0.013   -> UNSEEN_MARGIN
+#   familiar region: +0.043, +0.046, +0.036
+# (at 100 steps seeds 1 / 2 gave +0.049 / +0.004 unseen: longer smoke training is not more reliable here.)
 # geosam_text (sparse + text token) minus the better zero-shot variant:
-#   unseen region:   +0.016, +0.055, +0.012   -> TEXT_UNSEEN_MARGIN
-#   familiar region: +0.070, +0.009, +0.028
+#   unseen region:   +0.040, +0.042, +0.014   -> TEXT_UNSEEN_MARGIN
+#   familiar region: +0.034, +0.031, +0.008
 # geosam_text minus geosam_class_token (the control without text), familiar / unseen:
-#   +0.004 / +0.002, +0.006 / +0.005, -0.001 / -0.002   -> |difference| < TOKEN_LEVEL (the chapter's
-#   "level" threshold); text minus the frozen random projection: +0.002 / +0.002, -0.002 / -0.001,
-#   +0.002 / +0.000.
-# The 40-step cut is what keeps the chapter near its time budget; it shrank seed 2's unseen gain to
-# +0.008, so UNSEEN_MARGIN is what holds for all three seeds. The full setting's >= +0.05 is checked on
-# its recorded run (test_recorded_full_run_meets_the_chapter_target).
-# Real roads (same seeds): with ground-truth points the fine-tuned decoder scores 0.306 / 0.297 / 0.293 road
-# IoU on roads-eth against zero-shot 0.278 / 0.274 / 0.264, and 0.088 / 0.099 / 0.079 on DeepGlobe against
-# zero-shot 0.124 / 0.118 / 0.114; magnifying the DeepGlobe sub-windows x2 takes zero-shot SAM from
-# 0.048 / 0.062 / 0.048 to 0.087 / 0.070 / 0.076.
-UNSEEN_MARGIN = 0.005
+#   -0.001 / -0.001, -0.003 / +0.013, +0.018 / -0.002   -> |difference| < TOKEN_LEVEL (the chapter's
+#   "level" threshold).
+# The full setting's >= +0.05 is checked on its recorded run
+# (test_recorded_full_run_meets_the_chapter_target).
+# Real roads (same seeds), road IoU with ground-truth points: fine-tuned decoder 0.313 / 0.326 / 0.291 on
+# roads-eth against zero-shot 0.278 / 0.274 / 0.264; on DeepGlobe 0.089 / 0.123 / 0.076 against zero-shot
+# 0.124 / 0.118 / 0.114 (below it in two seeds of three: not asserted); the scale-augmented decoder 0.067 /
+# 0.075 / 0.074 on DeepGlobe (below zero-shot by 0.040 or more in every seed -> MULTISCALE_BELOW); magnifying
+# the DeepGlobe sub-windows x2 takes zero-shot SAM from 0.052 / 0.048 / 0.055 to 0.094 / 0.068 / 0.071.
+UNSEEN_MARGIN = 0.01
 FAMILIAR_MARGIN = 0.0
 TEXT_UNSEEN_MARGIN = 0.01
 TOKEN_LEVEL = 0.02
+MULTISCALE_BELOW = 0.02
 TEXT_ROWS = ("geosam_text", "geosam_text_dense", "geosam_text_frozen_proj", "geosam_class_token")
 
 
@@ -234,23 +234,25 @@ def test_chapter_geosam_beats_zero_shot() -> None:
 @pytest.mark.notebook
 @pytest.mark.data
 def test_chapter_geosam_real_road_rows(real_data_root) -> None:
-    """Every real-road row is there, and the diagnosis's two findings that held for seeds 0-2 (see the
-    numbers above): with ground-truth points the fine-tuned decoder beats zero-shot SAM on roads-eth and
-    loses to it on DeepGlobe (over-fitting to roads-eth), and magnifying DeepGlobe raises zero-shot SAM."""
+    """Every real-road row is there, and the diagnosis's findings that held for seeds 0-2 (see the numbers
+    above): with ground-truth points the fine-tuned decoder beats zero-shot SAM on roads-eth, scale
+    augmentation leaves it below zero-shot SAM on DeepGlobe, and magnifying DeepGlobe raises zero-shot SAM."""
     res = run_notebook("01_geosam", smoke=True)["results"]
     for method in (
         "cnn",
         "zero_shot_sparse",
         "zero_shot_sparse_dense",
         "geosam",
-        "geosam_text",
+        *TEXT_ROWS,
         "geosam_short",
+        "geosam_multiscale",
     ):
         for split in ("roads_eth", "deepglobe", "deepglobe_sub", "deepglobe_sub_x2"):
             assert {"miou", "iou_road"} <= set(res[f"{method}_{split}"]), f"{method}_{split}"
     road = lambda key: res[key]["iou_road"]  # noqa: E731
     assert road("geosam_oracle_roads_eth") > road("zero_shot_sparse_oracle_roads_eth")
-    assert road("geosam_oracle_deepglobe") < road("zero_shot_sparse_oracle_deepglobe")
+    ms_gap = road("zero_shot_sparse_oracle_deepglobe") - road("geosam_multiscale_oracle_deepglobe")
+    assert ms_gap > MULTISCALE_BELOW, ms_gap
     assert road("zero_shot_sparse_deepglobe_sub_x2") > road("zero_shot_sparse_deepglobe_sub")
 
 
