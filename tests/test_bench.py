@@ -19,18 +19,24 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import book_results  # noqa: E402
 
 
-def _tiny_notebook(path: Path) -> None:
+def _write_notebook(path: Path, parameters: str, body: str) -> None:
+    """A two-cell notebook: a tagged ``parameters`` cell and ``body``, kernel python3."""
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('x = 1\nmodel = "teaching"\nout_json = None')
+    params = nbformat.v4.new_code_cell(parameters)
     params.metadata["tags"] = ["parameters"]
-    body = nbformat.v4.new_code_cell(
-        "import json\n"
-        'if x < 0:\n    raise ValueError("x must be >= 0")\n'
-        'json.dump({"chapter": "tiny", "results": {"double": {"value": 2.0 * x}}}, open(out_json, "w"))'
-    )
-    nb.cells = [params, body]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
+
+
+def _tiny_notebook(path: Path) -> None:
+    _write_notebook(
+        path,
+        'x = 1\nmodel = "teaching"\nout_json = None',
+        "import json\n"
+        'if x < 0:\n    raise ValueError("x must be >= 0")\n'
+        'json.dump({"chapter": "tiny", "results": {"double": {"value": 2.0 * x}}}, open(out_json, "w"))',
+    )
 
 
 def _bench(tmp_path: Path, xs: list[int]) -> Path:
@@ -134,19 +140,15 @@ def test_only_small_files_of_a_run_are_committed(tmp_path: Path) -> None:
 
 
 def _seeded_notebook(path: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('seed = 0\nsmoke = True\nmodel = "teaching"\nout_json = None')
-    params.metadata["tags"] = ["parameters"]
-    body = nbformat.v4.new_code_cell(
+    _write_notebook(
+        path,
+        'seed = 0\nsmoke = True\nmodel = "teaching"\nout_json = None',
         "import json\n"
         'if seed == 2:\n    raise RuntimeError("seed 2 breaks")\n'
         'res = {"ours": {"miou": 0.5 + 0.1 * (seed == 0)}, "base": {"miou": 0.55}}\n'
         'json.dump({"chapter": "07_tiny", "setting": "smoke", "device": "cpu", "results": res}, '
-        'open(out_json, "w"))'
+        'open(out_json, "w"))',
     )
-    nb.cells = [params, body]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
 
 
 @pytest.mark.notebook
