@@ -24,6 +24,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from samlib.errors import InvalidInputError, SamlibError
+from samlib.utils import torch_save_atomic
 
 __all__ = [
     "ADAPTER_NAME",
@@ -124,7 +125,7 @@ def save_adapters(sam: Sam, path: str | Path, meta: dict[str, Any] | None = None
         raise SamlibError("The model has no adapters added by add_encoder_lora: nothing to save.")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
+    torch_save_atomic(
         {"format": _FORMAT, "config": config, "state_dict": adapter_state_dict(sam), "meta": meta or {}}, out
     )
     return out

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,7 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "stretch_to_uint8",
+    "torch_save_atomic",
 ]
 
 
@@ -242,3 +245,18 @@ def as_uint8_rgb(image: Any) -> np.ndarray:
             "Divide by 255 (if it holds 0..255 values) or use samlib.utils.stretch_to_uint8(image)."
         )
     return np.ascontiguousarray(np.round(arr * 255.0).astype(np.uint8))
+
+
+def torch_save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj, path)`` so that a reader never sees a half-written file: the object goes to a
+    temporary file beside ``path`` first, then ``os.replace`` swaps it in (atomic on one file system). The
+    folder must exist; a failed write leaves ``path`` as it was and no temporary file behind.
+    """
+    out = Path(path)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # no-op after a successful replace
+    return out

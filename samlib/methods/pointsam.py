@@ -24,7 +24,6 @@ reproduces that).
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -47,7 +46,7 @@ from samlib.metrics import rotated_box, rotated_box_iou
 from samlib.prompts import calibrate_negative_prompts, sample_instance_points, sample_points
 from samlib.scenes import generate_scene
 from samlib.training import cosine_with_warmup
-from samlib.utils import as_uint8_rgb
+from samlib.utils import as_uint8_rgb, torch_save_atomic
 
 __all__ = [
     "ROWS",
@@ -709,9 +708,7 @@ def _save_state(path: Path, config: PointSAMConfig, step: int, student: Sam, ema
         "history": {k: list(v) for k, v in history.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written file
+    torch_save_atomic(state, path)  # a crash never leaves a half-written file
 
 
 def _load_state(path: Path, config: PointSAMConfig, student: Sam, ema: Sam | None,

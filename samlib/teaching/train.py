@@ -17,7 +17,6 @@ samlib.teaching train|eval|export`` (:mod:`samlib.teaching.__main__`).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,7 +45,7 @@ from samlib.teaching.model import (
 )
 from samlib.teaching.photos import PHOTO_SETS, PhotoPool, training_photos
 from samlib.training import cosine_with_warmup
-from samlib.utils import resolve_device
+from samlib.utils import resolve_device, torch_save_atomic
 
 __all__ = [
     "PromptBatch",
@@ -477,9 +476,7 @@ def _save_training_state(
         "config": asdict(settings.config),
         "settings": {k: v for k, v in asdict(settings).items() if k != "config"},
     }
-    tmp = out.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)  # atomic: a crash never leaves a half-written checkpoint
+    torch_save_atomic(state, out)  # a crash never leaves a half-written checkpoint
     # Only now: logged steps were saved, so a kill before the replace cannot log steps that get redone.
     with out.with_suffix(".log.jsonl").open("a") as f:
         for h in history:
@@ -506,9 +503,7 @@ def export(training_checkpoint: str | Path, dest: str | Path = TEACHING_CHECKPOI
     }
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, dest)
+    torch_save_atomic(ckpt, dest)
     return dest
 
 
