@@ -65,6 +65,12 @@ def load_chapters(path: str | Path = CLAIMS_FILE) -> list[dict[str, Any]]:
     return chapters
 
 
+def _baselines(claim: Mapping[str, Any]) -> list[str]:
+    """A claim's baseline keys as a list (the registry allows one key or a list)."""
+    base = claim["baseline"]
+    return list(base) if isinstance(base, list) else [base]
+
+
 def evaluate_claim(claim: Mapping[str, Any], record: Mapping[str, Any] | None) -> dict[str, Any]:
     """Apply :data:`RULE` to one claim and one metrics record.
 
@@ -80,7 +86,7 @@ def evaluate_claim(claim: Mapping[str, Any], record: Mapping[str, Any] | None) -
         return {"verdict": NOT_MEASURED, "why": "no metrics file"}
     results = record["results"]
     metric = claim["metric"]
-    baselines = claim["baseline"] if isinstance(claim["baseline"], list) else [claim["baseline"]]
+    baselines = _baselines(claim)
     keys = [claim["ours"], *baselines]
     absent = [k for k in keys if metric not in results.get(k, {})]
     if absent:
@@ -311,7 +317,7 @@ def bench_claims_table(chapters: Sequence[Mapping[str, Any]], runs: Sequence[Map
     ]
     for entry in chapters:
         claim = entry["claim"]
-        baselines = claim["baseline"] if isinstance(claim["baseline"], list) else [claim["baseline"]]
+        baselines = _baselines(claim)
         what = (
             f"{claim['text']} (`{claim['metric']}`: `{claim['ours']}` vs "
             + ("best of " if len(baselines) > 1 else "")
