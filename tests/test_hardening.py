@@ -483,10 +483,10 @@ def test_training_log_has_no_duplicate_steps_after_a_failed_save(
             raise KeyboardInterrupt  # the process dies after writing the temp file, before the replace
         real_replace(src, dst)
 
-    monkeypatch.setattr(tr.os, "replace", crash_on_second_save)
+    monkeypatch.setattr(os, "replace", crash_on_second_save)  # the checkpoint writer (utils) calls os.replace
     with pytest.raises(KeyboardInterrupt):
         tr.train(settings, out, device="cpu")
-    monkeypatch.setattr(tr.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     tr.train(settings, out, device="cpu")  # resumes from step 1
     steps = [json.loads(line)["step"] for line in out.with_suffix(".log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
