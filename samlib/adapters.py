@@ -24,7 +24,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from samlib.errors import InvalidInputError, SamlibError
-from samlib.utils import torch_save_atomic
+from samlib.utils import torch_load_safe, torch_save_atomic
 
 __all__ = [
     "ADAPTER_NAME",
@@ -141,9 +141,7 @@ def load_adapters(sam: Sam, path: str | Path) -> dict[str, Any]:
       InvalidInputError: if the file is not an adapter file or does not fit this model.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InvalidInputError(f"Adapter file {p} does not exist.")
-    blob = torch.load(p, map_location="cpu", weights_only=True)
+    blob = torch_load_safe(p, "a LoRA adapter file written by samlib.adapters.save_adapters")
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         raise InvalidInputError(f"{p} is not a samlib LoRA adapter file (written by save_adapters).")
     config = blob["config"]

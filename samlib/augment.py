@@ -10,7 +10,7 @@ Images are (H, W, 3) uint8 RGB; points are (..., 2) (x, y) pixels; masks are (..
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -88,21 +88,27 @@ PHOTOMETRIC_OPS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarra
 """The strong augmentation's photometric operations (PointSAM's list), each ``(image, rng) -> image``."""
 
 
-def strong_augment(image: np.ndarray, rng: np.random.Generator, n_ops: int = 2) -> np.ndarray:
+def strong_augment(
+    image: np.ndarray, rng: np.random.Generator, n_ops: int = 2, ops: Sequence[str] | None = None
+) -> np.ndarray:
     """``n_ops`` distinct operations of :data:`PHOTOMETRIC_OPS`, drawn at random and applied in turn.
 
     Arguments:
       image (np.ndarray): (H, W, 3) uint8 RGB (already weakly augmented, e.g. flipped).
       rng (np.random.Generator): draws the operations and their magnitudes.
-      n_ops (int): how many operations, 0 to ``len(PHOTOMETRIC_OPS)``.
+      n_ops (int): how many operations, 0 to the number of operations to draw from.
+      ops (Sequence[str] | None): the names to draw from (None: all of :data:`PHOTOMETRIC_OPS`).
 
     Returns:
       (np.ndarray): (H, W, 3) uint8 RGB, same geometry as ``image``.
     """
     img = _rgb(image)
-    if not 0 <= n_ops <= len(PHOTOMETRIC_OPS):
-        raise InvalidInputError(f"n_ops must be in [0, {len(PHOTOMETRIC_OPS)}], got {n_ops}.")
-    names = list(PHOTOMETRIC_OPS)
+    names = list(PHOTOMETRIC_OPS) if ops is None else list(ops)
+    unknown = sorted(set(names) - set(PHOTOMETRIC_OPS))
+    if unknown:
+        raise InvalidInputError(f"unknown photometric op(s) {unknown}; known: {sorted(PHOTOMETRIC_OPS)}.")
+    if not 0 <= n_ops <= len(names):
+        raise InvalidInputError(f"n_ops must be in [0, {len(names)}] (the ops to draw from), got {n_ops}.")
     for i in rng.choice(len(names), size=n_ops, replace=False):
         img = np.ascontiguousarray(PHOTOMETRIC_OPS[names[int(i)]](img, rng), dtype=np.uint8)
     return img

@@ -198,27 +198,32 @@ def run_benchmark(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     records = []
     for run in tqdm(runs, desc=f"benchmark {name}", disable=not progress):
-        folder = bench_dir / run.run_id
-        checkpoint = checkpoint_sha256(run.model)
-        key = run_key(run, commit, checkpoint)
-        prov_path = folder / "provenance.json"
-        if not rerun and prov_path.is_file():
-            old = json.loads(prov_path.read_text())
-            if old.get("key") == key and old.get("status") == "ok":
-                records.append({**old, "skipped": True})
-                continue
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "metrics.json").unlink(missing_ok=True)
-        prov = {
-            "run_id": run.run_id, "notebook": run.notebook.name, "model": run.model,
-            "parameters": run.parameters, "commit": commit, "checkpoint_sha256": checkpoint,
-            "device": device, "key": key, **_execute(run, folder, timeout_s),
-        }  # fmt: skip
-        write_text_atomic(prov_path, json.dumps(prov, indent=2))
-        records.append({**prov, "skipped": False})
+        records.append(_run_or_skip(run, bench_dir / run.run_id, commit, device, timeout_s, rerun))
         write_table(bench_dir, records)  # after every run: an interrupted benchmark keeps a table of what ran
-    write_table(bench_dir, records)
     return records
+
+
+def _run_or_skip(
+    run: BenchRun, folder: Path, commit: str, device: str, timeout_s: float, rerun: bool
+) -> dict[str, Any]:
+    """Execute one run into ``folder`` and return its provenance, or read back the provenance of a run
+    already done with the same key (``skipped``: True)."""
+    checkpoint = checkpoint_sha256(run.model)
+    key = run_key(run, commit, checkpoint)
+    prov_path = folder / "provenance.json"
+    if not rerun and prov_path.is_file():
+        old = json.loads(prov_path.read_text())
+        if old.get("key") == key and old.get("status") == "ok":
+            return {**old, "skipped": True}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").unlink(missing_ok=True)
+    prov = {
+        "run_id": run.run_id, "notebook": run.notebook.name, "model": run.model,
+        "parameters": run.parameters, "commit": commit, "checkpoint_sha256": checkpoint,
+        "device": device, "key": key, **_execute(run, folder, timeout_s),
+    }  # fmt: skip
+    write_text_atomic(prov_path, json.dumps(prov, indent=2))
+    return {**prov, "skipped": False}
 
 
 def _run_label(rec: dict[str, Any], others: list[dict[str, Any]]) -> str:

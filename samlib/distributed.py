@@ -41,6 +41,7 @@ __all__ = [
     "is_main_process",
     "launched_by_torchrun",
     "rank",
+    "rank_device",
     "session",
     "shard",
     "sum_gradients",
@@ -106,6 +107,15 @@ def session() -> Iterator[None]:
     finally:
         if owned:
             dist.destroy_process_group()
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """The device this process should use for ``device``: under torchrun a CUDA device becomes this rank's
+    ``cuda:LOCAL_RANK`` (the current device :func:`session` set), so no two ranks share one GPU; anything
+    else (CPU, one process) is returned unchanged."""
+    if is_distributed() and device.type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def shard(items: Sequence[T]) -> list[T]:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from samlib.errors import CheckpointUnavailableError, InvalidInputError
 from samlib.teaching.model import load_teaching_sam
-from samlib.utils import check_finite_weights, resolve_device
+from samlib.utils import check_finite_weights, resolve_device, torch_load_safe
 
 __all__ = [
     "SAM_CHECKPOINTS",
@@ -353,14 +353,9 @@ def _load_state(sam: Sam, state_dict: Mapping[str, Any], source: str) -> None:
 
 
 def _read_checkpoint(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors of many types: report them as one clear error
-        raise InvalidInputError(
-            f"Could not read checkpoint {path} with torch.load(weights_only=True): "
-            f"{type(e).__name__}: {e}. It must be a state dict (or a dict with 'model'/'state_dict'), "
-            "or a teaching checkpoint with a 'config' key."
-        ) from e
+    return torch_load_safe(
+        path, "a SAM state dict (or a dict with 'model'/'state_dict'), or a teaching checkpoint with 'config'"
+    )
 
 
 def _set_name(sam: Sam, name: str) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "stretch_to_uint8",
+    "torch_load_safe",
     "torch_save_atomic",
 ]
 
@@ -260,3 +261,30 @@ def torch_save_atomic(obj: Any, path: str | Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)  # no-op after a successful replace
     return out
+
+
+def torch_load_safe(path: str | Path, expected: str = "a file written by samlib") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, with one clear error for any failure.
+
+    ``weights_only=True`` reads tensors, numbers, strings and containers only: a file that needs anything
+    else (a pickled object, which could run code on loading) is refused instead of executed.
+
+    Arguments:
+      path (str | Path): the file.
+      expected (str): what the file should be, for the error message (e.g. "a LoRA adapter file written
+        by samlib.adapters.save_adapters").
+
+    Raises:
+      InvalidInputError: the file is missing, truncated, not a torch file, or needs more than weights.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInputError(f"{p} does not exist (expected {expected}).")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors come in many types: report them as one clear error
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InvalidInputError(
+            f"could not read {p} with torch.load(weights_only=True) ({type(e).__name__}: {first}); "
+            f"expected {expected}. Re-create it with the samlib call that writes it."
+        ) from e

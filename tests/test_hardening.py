@@ -61,6 +61,25 @@ def test_load_sam_refuses_a_code_running_pickle(tmp_path: Path, payload: dict[st
     assert not sentinel.exists()
 
 
+def test_adapter_and_training_state_readers_refuse_a_code_running_pickle(tmp_path: Path) -> None:
+    from samlib import adapters
+    from samlib.methods import pointsam
+    from samlib.utils import torch_load_safe
+
+    path, sentinel = _evil_file(tmp_path, {"format": None})
+    sam = samlib.load_sam("teaching", device="cpu")
+    with pytest.raises(InvalidInputError, match="weights_only"):
+        adapters.load_adapters(sam, path)
+    with pytest.raises(InvalidInputError, match="PointSAM training state"):
+        pointsam.train_pointsam(
+            sam, pointsam.generated_point_set("dense_objects", 1, 64), pointsam.PointSAMConfig(
+                steps=1, images_per_step=1, pbr=False), progress=False, checkpoint=path,
+        )  # fmt: skip
+    assert not sentinel.exists()
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        torch_load_safe(tmp_path / "missing.pt")
+
+
 def test_cli_resume_refuses_a_code_running_pickle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from samlib.teaching.__main__ import main
 

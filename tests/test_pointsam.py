@@ -165,6 +165,18 @@ def test_flip_keeps_points_on_their_masks_and_strong_augment_keeps_geometry(rng)
         augment.strong_augment(image.astype(np.float32), rng)
 
 
+def test_strong_augment_draws_only_the_named_ops(rng) -> None:
+    from PIL import Image, ImageOps
+
+    image = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+    out = augment.strong_augment(image, rng, 1, ops=("equalize",))
+    assert np.array_equal(out, np.asarray(ImageOps.equalize(Image.fromarray(image))))
+    with pytest.raises(InvalidInputError, match="unknown photometric"):
+        augment.strong_augment(image, rng, 1, ops=("blur",))
+    with pytest.raises(InvalidInputError, match="n_ops"):
+        augment.strong_augment(image, rng, 2, ops=("equalize",))
+
+
 # ------------------------------------------------------------------------------------------------ adapters
 
 

@@ -46,7 +46,7 @@ from samlib.metrics import rotated_box, rotated_box_iou
 from samlib.prompts import calibrate_negative_prompts, sample_instance_points, sample_points
 from samlib.scenes import generate_scene
 from samlib.training import cosine_with_warmup
-from samlib.utils import as_uint8_rgb, torch_save_atomic
+from samlib.utils import as_uint8_rgb, torch_load_safe, torch_save_atomic
 
 __all__ = [
     "ROWS",
@@ -399,6 +399,9 @@ class PointSAMConfig:
       pbr_gradient (bool): differentiable PBR (ours); False = computed from detached numbers (the release).
       bank_size (int), pbr_every (int): FIFO memory of point features, and how often PBR is applied once
         the bank is full (paper: 512 and 30).
+      strong_ops (int), strong_op_names (tuple[str, ...] | None): the student's strong view applies
+        ``strong_ops`` operations drawn from these names of :data:`samlib.augment.PHOTOMETRIC_OPS` (None:
+        all of them, the paper's list).
     """
 
     steps: int = 20
@@ -423,6 +426,7 @@ class PointSAMConfig:
     focal_gamma: float = 2.0
     dice_smooth: float = 1.0
     strong_ops: int = 2
+    strong_op_names: tuple[str, ...] | None = None
     max_instances: int = 12
     grad_clip: float = 1.0
     seed: int = 0
@@ -539,7 +543,7 @@ def _draw_item(image: np.ndarray, masks: np.ndarray, k: int, config: PointSAMCon
         masks = masks[rng.choice(len(masks), config.max_instances, replace=False)]
     if rng.random() < 0.5:
         image, masks = augment.hflip_image(image), augment.hflip_masks(masks)
-    strong = augment.strong_augment(image, rng, config.strong_ops)
+    strong = augment.strong_augment(image, rng, config.strong_ops, config.strong_op_names)
     coords, labels = sample_instance_points(masks, k, rng)
     return _Item(image, strong, coords, labels, masks)
 
@@ -568,10 +572,9 @@ def _train_pointsam(
         )
     if checkpoint_every < 0:
         raise InvalidInputError(f"checkpoint_every must be >= 0 steps, got {checkpoint_every}.")
-    if distributed.is_distributed() and source.device.type == "cuda":
-        here = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK
-        if source.device != here:
-            source = copy.deepcopy(source).to(here)
+    here = distributed.rank_device(source.device)
+    if source.device != here:  # torchrun: each rank trains on its own GPU
+        source = copy.deepcopy(source).to(here)
     main = distributed.is_main_process()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -715,7 +718,7 @@ def _load_state(path: Path, config: PointSAMConfig, student: Sam, ema: Sam | Non
                 opt: torch.optim.Optimizer, rng: np.random.Generator, bank: list[torch.Tensor],
                 history: dict[str, list[float]]) -> int:  # fmt: skip
     """Restore a state written by :func:`_save_state` in place; returns its step."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch_load_safe(path, "a PointSAM training state written by train_pointsam")
     if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
         raise InvalidInputError(f"{path} is not a PointSAM training state (written by train_pointsam).")
     saved = {k: v for k, v in state["config"].items() if k != "steps"}
@@ -1087,9 +1090,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     with distributed.session():
-        device = resolve_device(args.device)
-        if distributed.is_distributed() and device.type == "cuda":
-            device = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK
+        device = distributed.rank_device(resolve_device(args.device))
         source = load_sam(args.model, device=device).eval()
         data = generated_point_set(args.domain, args.images, args.image_size, seed=args.seed)
         base = PointSAMConfig(steps=args.steps, images_per_step=args.images_per_step, lr=args.lr,

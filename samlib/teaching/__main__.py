@@ -17,7 +17,13 @@ from pathlib import Path
 import torch
 
 from samlib.teaching.evaluate import EVAL_SECTIONS, evaluate
-from samlib.teaching.model import TEACHING_CHECKPOINT, TeachingConfig, config_from_dict, load_teaching_sam
+from samlib.teaching.model import (
+    TEACHING_CHECKPOINT,
+    TeachingConfig,
+    config_from_dict,
+    load_teaching_sam,
+    read_checkpoint,
+)
 from samlib.teaching.train import TrainSettings, export, train
 
 
@@ -169,10 +175,8 @@ def _check_resumable(parser: argparse.ArgumentParser, out: Path, config: Teachin
     """A checkpoint at ``out`` is resumed: its architecture must be the one asked for."""
     if not out.is_file():
         return
-    import torch
-
     try:
-        state = torch.load(out, map_location="cpu", weights_only=True)
+        state = read_checkpoint(out)
         saved = config_from_dict(state["config"], source=str(out))
     except Exception as e:  # unreadable, a code-running pickle, no config: say so instead of a traceback
         parser.error(

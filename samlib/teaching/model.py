@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from samlib.errors import CheckpointUnavailableError, InvalidInputError
-from samlib.utils import check_finite_weights, resolve_device
+from samlib.utils import check_finite_weights, resolve_device, torch_load_safe
 
 __all__ = [
     "TEACHING_CHECKPOINT",
@@ -167,14 +167,10 @@ def read_checkpoint(path: str | Path) -> Any:
     A file that needs anything else (a pickled object, which could run code on loading) is refused with
     :class:`~samlib.errors.InvalidInputError` instead of being executed.
     """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors come in many types: report them as one clear error
-        raise InvalidInputError(
-            f"could not read {path} with torch.load(weights_only=True) ({type(e).__name__}: "
-            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}). Teaching checkpoints hold only "
-            "tensors, numbers, strings, lists and dicts; re-create the file with samlib's trainer/export."
-        ) from e
+    return torch_load_safe(
+        path,
+        "a teaching checkpoint (tensors, numbers, strings, lists and dicts) from samlib's trainer/export",
+    )
 
 
 def config_from_dict(d: Any, source: str = "the checkpoint") -> TeachingConfig:

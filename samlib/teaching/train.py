@@ -362,9 +362,7 @@ def _train(settings: TrainSettings, out: Path, resume: bool, device: str | None)
     out.parent.mkdir(parents=True, exist_ok=True)
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    dev = resolve_device(device)
-    if distributed.is_distributed() and dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK
+    dev = distributed.rank_device(resolve_device(device))
     world = distributed.world_size()
     main = distributed.is_main_process()
     if settings.batch_images < world:
