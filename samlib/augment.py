@@ -19,6 +19,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from samlib.errors import InvalidInputError
 
 __all__ = [
+    "ORDER_KEEPING_OPS",
     "PHOTOMETRIC_OPS",
     "hflip_image",
     "hflip_masks",
@@ -86,6 +87,11 @@ PHOTOMETRIC_OPS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarra
     "shadow": random_shadow,
 }
 """The strong augmentation's photometric operations (PointSAM's list), each ``(image, rng) -> image``."""
+
+ORDER_KEEPING_OPS: tuple[str, ...] = ("posterize", "sharpen", "brightness", "contrast", "shadow")
+"""The operations of :data:`PHOTOMETRIC_OPS` that keep the brightness order of a scene's large parts: all
+but ``solarize`` (inverts the brightest pixels -- in SAR, the ships) and ``equalize`` (stretches the dark
+sea's speckle to the full range). Chapter 02 measures the difference on SAR ships."""
 
 
 def strong_augment(

@@ -442,6 +442,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
 """The paper's rows as config overrides: self-training (frozen source teacher), + NPC, + PBR, PointSAM
 (all parts, the student as its own teacher) and supervised fine-tuning with the true masks."""
 
+STRONG_VIEW_STUDY: dict[str, dict[str, Any]] = {
+    "self_train_no_photometric": dict(teacher="frozen", npc=False, pbr=False, strong_ops=0),
+    "self_train": dict(teacher="frozen", npc=False, pbr=False),
+    "self_train_order_keeping": dict(
+        teacher="frozen", npc=False, pbr=False, strong_op_names=augment.ORDER_KEEPING_OPS
+    ),
+    "self_train_solarize": dict(
+        teacher="frozen", npc=False, pbr=False, strong_ops=1, strong_op_names=("solarize",)
+    ),
+    "self_train_npc_no_photometric": dict(teacher="frozen", npc=True, pbr=False, strong_ops=0),
+}
+"""Chapter 02's study of the student's strong view on SAR ships: plain self-training (frozen teacher)
+with no photometric operation, the paper's seven, the order-keeping five
+(:data:`~samlib.augment.ORDER_KEEPING_OPS`) and solarize alone; and NPC added to the first."""
+
 
 @dataclass
 class TrainResult:
@@ -999,7 +1014,7 @@ class SetRun:
       histories (dict[str, dict[str, list[float]]]): per-step curves of each trained method.
       models (dict[str, Sam]): the trained models.
       weight_checks (dict[str, dict[str, float]]): :func:`weight_check` of each trained model.
-      prototypes (Prototypes): the offline target prototypes of this set.
+      prototypes (Prototypes | None): the offline target prototypes of this set (None: no variant used PBR).
     """
 
     split: str
@@ -1007,7 +1022,7 @@ class SetRun:
     histories: dict[str, dict[str, list[float]]]
     models: dict[str, Sam]
     weight_checks: dict[str, dict[str, float]]
-    prototypes: Prototypes
+    prototypes: Prototypes | None
 
     def results(self) -> dict[str, dict[str, float]]:
         """The metrics-file rows: ``{method}_{k}pt_{split}`` (miou, f1) and
@@ -1034,17 +1049,20 @@ def run_set(
     extra_variants: dict[str, dict[str, Any]] | None = None,
     test_npc: Sequence[str] = ("direct_sam", "pointsam"),
     progress: bool = True,
+    variants: dict[str, dict[str, Any]] | None = None,
 ) -> SetRun:
-    """Direct SAM, every variant of :data:`VARIANTS` (plus ``extra_variants``) trained on ``train``, all
-    scored on ``test`` with the same seeded points; the methods in ``test_npc`` also with NPC at test time."""
-    protos = target_prototypes(source, train, seed, progress=progress)
-    variants = {**VARIANTS, **(extra_variants or {})}
+    """Direct SAM, every variant of ``variants`` (default :data:`VARIANTS`) plus ``extra_variants``
+    trained on ``train``, all scored on ``test`` with the same seeded points; the methods in ``test_npc``
+    also with NPC at test time. Target prototypes are computed only when a variant uses PBR."""
+    variants = {**(VARIANTS if variants is None else variants), **(extra_variants or {})}
+    configs = {name: replace(base, seed=seed, **overrides) for name, overrides in variants.items()}
+    needs_protos = any(c.pbr for c in configs.values())
+    protos = target_prototypes(source, train, seed, progress=progress) if needs_protos else None
     scores = {
         "direct_sam": evaluate_points(source, test, ks, seed, progress=progress, desc=f"direct SAM {split}")
     }
     histories, models, checks = {}, {}, {}
-    for name, overrides in variants.items():
-        cfg = replace(base, seed=seed, **overrides)
+    for name, cfg in configs.items():
         run = train_pointsam(
             source, train, cfg, protos if cfg.pbr else None, progress=progress, desc=f"{name} {split}"
         )
