@@ -202,6 +202,7 @@ def grabcut_refine(
     tol: float = 0.02,
     iterations: int = 2,
     point_radius: int = 2,
+    seed: int = 0,
 ) -> Refinement:
     """PSLG-SAM's mask boundary iterative optimisation (MBO): GrabCut started from a mask.
 
@@ -227,6 +228,9 @@ def grabcut_refine(
       tol (float): stop when the flipped share of band pixels falls below this.
       iterations (int): GrabCut iterations per pass.
       point_radius (int): radius of the sure-foreground disc at each point.
+      seed (int): seeds OpenCV's global RNG (``cv2.setRNGSeed``) before the first pass. GrabCut starts
+        its colour models with k-means++ drawn from that RNG, so without it a mask would depend on
+        every OpenCV draw made before in the process.
 
     Returns:
       (Refinement): the mask, the passes run and the flipped share per pass.
@@ -259,6 +263,7 @@ def grabcut_refine(
     pts_local = [(px, py) for px, py in pts_local if 0 <= px <= x1 - x0 and 0 <= py <= y1 - y0]
     k = kernel(2 * width + 1)
     assert k is not None  # width >= 1 gives a kernel of at least 3 x 3
+    cv2.setRNGSeed(seed)
     changed: list[float] = []
     passes = 0
     for _ in range(max_passes):

@@ -367,7 +367,9 @@ class GroundingHead(nn.Module):
         """
         img = self.encode_images(image_features)
         if image_index is not None:
-            img = img[image_index]
+            # index_select, not img[image_index]: the backward of plain indexing (index_put_ accumulate) adds
+            # repeated rows in thread order on CPU, so seeded runs drifted apart; index_add_ does not
+            img = img.index_select(0, image_index)
         elif img.shape[0] != sentence.shape[0]:
             raise InvalidInputError(
                 f"got {img.shape[0]} images and {sentence.shape[0]} sentences: pass image_index."
