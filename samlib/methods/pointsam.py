@@ -457,6 +457,15 @@ STRONG_VIEW_STUDY: dict[str, dict[str, Any]] = {
 with no photometric operation, the paper's seven, the order-keeping five
 (:data:`~samlib.augment.ORDER_KEEPING_OPS`) and solarize alone; and NPC added to the first."""
 
+STUDY_LABELS: dict[str, str] = {
+    "self_train_no_photometric": "no photometric op",
+    "self_train": "the paper's 7 ops",
+    "self_train_order_keeping": "the 5 order-keeping ops",
+    "self_train_solarize": "solarize alone",
+    "self_train_npc_no_photometric": "no photometric op + NPC",
+}
+"""Short names of the rows of :data:`STRONG_VIEW_STUDY` for figures and text."""
+
 
 @dataclass
 class TrainResult:
@@ -950,6 +959,21 @@ def plot_prototypes(protos: Prototypes, title: str = "") -> Any:
         title or "point features of the training objects (FINCH clusters, stars = prototypes)", fontsize=10
     )
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_study_gains(gains: dict[str, float], title: str = "") -> Any:
+    """One horizontal bar per study row: its 1-point mIoU minus direct SAM's (``gains``: row -> gain)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.barh([STUDY_LABELS.get(m, m) for m in gains], list(gains.values()), color="tab:blue")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("1-point mIoU minus direct SAM")
+    if title:
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
