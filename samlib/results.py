@@ -26,6 +26,7 @@ import numpy as np
 from samlib.errors import DataNotFoundError, InvalidInputError
 
 __all__ = [
+    "describe_recorded",
     "find_recorded",
     "check_chapter_name",
     "read_results",
@@ -268,3 +269,37 @@ def find_recorded(
         return None
     path = folder / f"{chapter}_{setting}.json"
     return read_results(path) if path.is_file() else None
+
+
+def describe_recorded(doc: Mapping[str, Any], model: str) -> str:
+    """One line on where a recorded run comes from, for a chapter to print above its numbers.
+
+    Arguments:
+      doc: a results document (:func:`find_recorded`); its "extra" may hold "model", "seed",
+        "runtime_s" and "checkpoint_sha256" (chapters record them).
+      model: the model this build runs (the chapter's ``model`` parameter).
+
+    Returns:
+      (str): device, model, seed and run time of the recording, and whether its checkpoint is the one
+      ``model`` resolves to here — files written before chapters recorded their checkpoint say so and
+      point to the results folder's README, which lists it.
+    """
+    from samlib.bench import checkpoint_sha256  # bench imports this module
+
+    extra = doc.get("extra") or {}
+    parts = [f"device {doc.get('device', '?')}", f"model {extra.get('model', '?')}"]
+    if "seed" in extra:
+        parts.append(f"seed {extra['seed']}")
+    if isinstance(extra.get("runtime_s"), (int, float)):
+        parts.append(f"{extra['runtime_s'] / 60:.0f} min")
+    recorded_sha = extra.get("checkpoint_sha256")
+    if not recorded_sha:
+        checkpoint = "the file does not record its checkpoint (results/README.md lists it)"
+    elif extra.get("model") == model and recorded_sha == checkpoint_sha256(model):
+        checkpoint = "the same checkpoint as this build"
+    else:
+        checkpoint = (
+            f"checkpoint sha256 {str(recorded_sha)[:12]}…, not the one this build runs: compare the recorded "
+            "rows with each other, not with this build's"
+        )
+    return "recorded run: " + ", ".join(parts) + "; " + checkpoint + "."

@@ -137,6 +137,74 @@ def test_domain_decoder_learns_a_simple_target(tiny_sam) -> None:
     assert metrics.segmentation_scores(preds, masks)["iou"] > 0.7
 
 
+def test_sweep_resumes_from_saved_decoders(tiny_sam, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+    emb = embed_images(tiny_sam, images, progress=False)
+    labels = [np.zeros((64, 64), bool) for _ in images]
+    for m in labels:
+        m[10:40, 12:50] = True
+    boxes = [np.array([[12.0, 10.0, 49.0, 39.0]]) for _ in images]
+    inst = [m[None] for m in labels]
+
+    def sweep(**kw):
+        return P.n_sweep(
+            tiny_sam, emb, labels, emb, labels, n_values=(2, 3), seeds=(0,), steps=3,
+            methods=tuple(P.METHODS), train_boxes=boxes, train_instances=inst, progress=False, **kw,
+        )  # fmt: skip
+
+    plain = sweep()
+    first = sweep(resume_dir=tmp_path / "resume")
+    saved = sorted(p.name for p in (tmp_path / "resume").iterdir())
+    assert len(saved) == 6 and not any(n.endswith(".tmp") for n in saved)
+    for a, b in zip(plain.records, first.records, strict=True):  # saving changes nothing
+        assert {k: v for k, v in a.items() if k != "n_train_seconds"} == {
+            k: v for k, v in b.items() if k != "n_train_seconds"
+        }
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a saved decoder was trained again")
+
+    for name in ("train_domain_decoder", "train_sam_decoder", "train_sam_decoder_with_boxes"):
+        monkeypatch.setattr(P, name, no_training)
+    resumed = sweep(resume_dir=tmp_path / "resume")
+    assert resumed.records == first.records  # scores and recorded training times
+    assert resumed.histories == first.histories
+    assert sorted(p.name for p in (tmp_path / "resume").iterdir()) == saved
+    with pytest.raises(AssertionError, match="trained again"):  # other hyper-parameters: a new key
+        P.n_sweep(
+            tiny_sam, emb, labels, emb, labels, n_values=(2,), seeds=(0,), steps=4,
+            methods=("domain_decoder",), progress=False, resume_dir=tmp_path / "resume",
+        )  # fmt: skip
+    victim = tmp_path / "resume" / next(n for n in saved if n.startswith("domain_decoder_n2"))
+    victim.write_bytes(b"not a torch file")
+    with pytest.raises(InvalidInputError, match="n_sweep"):
+        sweep(resume_dir=tmp_path / "resume")
+
+
+def test_sweep_findings_read_the_records() -> None:
+    def rec(method: str, n: int, seed: int, f1: float) -> dict:
+        return {"method": method, "n": n, "seed": seed, "f1": f1}
+
+    records = [
+        rec("domain_decoder", n, s, f1)
+        for n, f1s in ((5, (0.79, 0.81)), (50, (0.80, 0.82)))
+        for s, f1 in enumerate(f1s)
+    ]
+    records += [rec("sam_decoder_ft", 5, 0, 0.10), rec("sam_decoder_ft_promptless", 5, 0, 0.78)]
+    found = P.sweep_findings(records)
+    assert "(the paper's failure case reproduces)" in found["failure_case"]
+    assert "difference +0.020" in found["promptless"] and "±0.010" in found["promptless"]
+    assert found["handful"].startswith("domain decoder F1: 0.800 at N=5, 0.810 at N=50")
+    assert found["handful"].endswith("a handful of images suffices here")
+    climbing = [
+        r if r["n"] == 5 else {**r, "f1": r["f1"] + 0.15} for r in records if r["method"] == "domain_decoder"
+    ]
+    found = P.sweep_findings(climbing)
+    assert set(found) == {"handful"} and found["handful"].endswith("more images still help here")
+    assert P.sweep_findings([]) == {}
+
+
 # ------------------------------------------------------------------------------------ pseudo-labels
 
 

@@ -136,3 +136,27 @@ def test_recorded_runs_in_the_repository_are_valid() -> None:
     for path in files:
         rec = results.read_results(path)
         assert path.name == f"{rec['chapter']}_{rec['setting']}.json", path.name
+
+
+def test_describe_recorded_says_whether_the_checkpoint_is_this_builds() -> None:
+    from samlib.bench import checkpoint_sha256
+
+    doc = {"chapter": "04_x", "setting": "full", "device": "cpu", "results": {"m": {"a": 1.0}}}
+    old = results.describe_recorded(
+        {**doc, "extra": {"model": "teaching", "seed": 0, "runtime_s": 5400}}, "teaching"
+    )
+    assert old.startswith("recorded run: device cpu, model teaching, seed 0, 90 min;")
+    assert "does not record its checkpoint" in old
+    here = checkpoint_sha256("teaching")
+    assert here != "missing"
+    same = results.describe_recorded(
+        {**doc, "extra": {"model": "teaching", "checkpoint_sha256": here}}, "teaching"
+    )
+    assert "the same checkpoint as this build" in same
+    other = results.describe_recorded(
+        {**doc, "extra": {"model": "teaching", "checkpoint_sha256": "ab" * 32}}, "teaching"
+    )
+    assert "not the one this build runs" in other and "abababababab" in other
+    assert "not the one" in results.describe_recorded(
+        {**doc, "extra": {"model": "teaching", "checkpoint_sha256": here}}, "vit_h"
+    )

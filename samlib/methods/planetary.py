@@ -26,6 +26,8 @@ connected components that fall inside some box (object precision).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +41,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from samlib.decoders import (
+    DomainDecoder,
+    PromptlessSamDecoder,
     predict_masks,
     train_domain_decoder,
     train_sam_decoder,
@@ -49,6 +53,7 @@ from samlib.errors import InvalidInputError
 from samlib.metrics import best_match_ious, iou, object_scores, segmentation_scores
 from samlib.predict import PromptPredictor
 from samlib.prompts import box_from_mask, center_point
+from samlib.utils import resolve_device, torch_load_safe, torch_save_atomic
 
 __all__ = [
     "METHODS",
@@ -65,6 +70,7 @@ __all__ = [
     "prompt_mode_study",
     "pseudo_labels",
     "summarize_sweep",
+    "sweep_findings",
 ]
 
 PAPER_TABLE1: dict[str, dict[str, float]] = {
@@ -312,6 +318,7 @@ def n_sweep(
     batch_size: int = 4,
     device: torch.device | str | None = None,
     progress: bool = True,
+    resume_dir: str | Path | None = None,
 ) -> SweepResult:
     """Train every method on N images (a seeded random draw from the training pool) for every seed.
 
@@ -324,6 +331,11 @@ def n_sweep(
         without prompts).
       method_n, method_seeds: optional per-method subsets of ``n_values`` and ``seeds``.
       test_boxes: when given, :func:`object_scores` are added to each record.
+      resume_dir: a folder where every trained decoder is saved (weights, loss history, training time)
+        as soon as it is trained; a later call with the same folder loads each decoder whose inputs are
+        unchanged instead of training it again (the file name holds a digest of the training data, the
+        starting weights and the hyper-parameters), so a long sweep interrupted part-way resumes where it
+        stopped and scores what it would have scored uninterrupted. None: nothing is saved.
     """
     for m in methods:
         if m not in METHODS:
@@ -344,6 +356,13 @@ def n_sweep(
     models: dict[tuple[str, int], nn.Module] = {}
     histories: dict[tuple[str, int], list[float]] = {}
     indices: dict[tuple[int, int], list[int]] = {}
+    folder = None if resume_dir is None else Path(resume_dir)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        # the starting point of both SAM-decoder methods (a different SAM must not reuse them)
+        sam_digest = _digest(
+            *(v for m in (sam.prompt_encoder, sam.mask_decoder) for v in m.state_dict().values())
+        )
     for method, n, seed in tqdm(jobs, desc="Delta-N sweep", disable=not progress):
         if (n, seed) not in indices:
             indices[(n, seed)] = sorted(np.random.default_rng(1000 * seed + n).permutation(pool)[:n].tolist())
@@ -351,8 +370,27 @@ def n_sweep(
         emb = train_embedded.subset(idx)
         labels = [train_labels[i] for i in idx]
         model: nn.Module
+        saved = None
+        if folder is not None:
+            box_data: list[Any] = []
+            if method == "sam_decoder_ft":
+                assert train_boxes is not None and train_instances is not None
+                box_data = [np.asarray(a) for i in idx for a in (train_boxes[i], train_instances[i])]
+            lr = domain_lr if method == "domain_decoder" else sam_lr
+            key = _digest(
+                {"method": method, "n": n, "seed": seed, "steps": steps, "lr": lr, "batch_size": batch_size},
+                "" if method == "domain_decoder" else sam_digest,
+                emb.embeddings,
+                *labels,
+                *box_data,
+            )
+            saved = folder / f"{method}_n{n}_seed{seed}_{key[:16]}.pt"
         t0 = time.perf_counter()
-        if method == "domain_decoder":
+        loaded = saved is not None and saved.is_file()
+        if loaded:
+            assert saved is not None
+            model, hist, train_s = _load_sweep_model(saved, method, sam, emb, device)
+        elif method == "domain_decoder":
             model, hist = train_domain_decoder(emb, labels, steps, batch_size, domain_lr, seed, device=device)
         elif method == "sam_decoder_ft":
             assert train_boxes is not None and train_instances is not None
@@ -369,7 +407,11 @@ def n_sweep(
             )
         else:
             model, hist = train_sam_decoder(sam, emb, labels, steps, batch_size, sam_lr, seed, device=device)
-        train_s = time.perf_counter() - t0
+        if not loaded:
+            train_s = time.perf_counter() - t0
+            if saved is not None:
+                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                torch_save_atomic({"state_dict": state, "history": hist, "train_seconds": train_s}, saved)
         preds = predict_masks(model, test_embedded)
         rec: dict[str, Any] = {
             "method": method,
@@ -385,6 +427,44 @@ def n_sweep(
             models[(method, n)] = model
             histories[(method, n)] = hist
     return SweepResult(records, models, histories, indices)
+
+
+def _digest(*parts: Any) -> str:
+    """sha256 over tensors, arrays (dtype, shape and bytes) and JSON-able values, in order."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            part = part.detach().cpu().float().numpy()  # float() also takes bfloat16 embeddings
+        if isinstance(part, np.ndarray):
+            h.update(f"{part.dtype}{part.shape}".encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _load_sweep_model(
+    path: Path, method: str, sam: Sam, embedded: EmbeddedImages, device: torch.device | str | None
+) -> tuple[nn.Module, list[float], float]:
+    """A decoder saved by :func:`n_sweep` (``resume_dir``): the model in eval mode on ``device``, its loss
+    history and the seconds its training took when it was trained."""
+    doc = torch_load_safe(path, expected="a decoder saved by samlib.methods.planetary.n_sweep")
+    model: nn.Module
+    if method == "domain_decoder":
+        model = DomainDecoder(int(embedded.embeddings.shape[1]))
+    else:
+        model = PromptlessSamDecoder(sam)
+    try:
+        model.load_state_dict(doc["state_dict"])
+        history, train_s = [float(v) for v in doc["history"]], float(doc["train_seconds"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise InvalidInputError(
+            f"{path} is not a {METHODS[method]} saved by this version of n_sweep ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); delete it (or the resume folder) to train again."
+        ) from e
+    model.to(resolve_device(device, default=torch.device("cpu"))).eval()
+    return model, history, train_s
 
 
 SWEEP_METRICS: tuple[str, ...] = ("miou", "f1", "accuracy", "precision", "recall")
@@ -407,6 +487,54 @@ def summarize_sweep(
             entry[f"{k}_std"] = float(vals.std())
         entry["seeds"] = float(len(rs))
         out[f"{method}_n{n}{suffix}"] = entry
+    return out
+
+
+def sweep_findings(records: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """The chapter's readings of a Delta-N sweep, as printable lines computed from its records.
+
+    Keys (each present only when the sweep has the methods it needs):
+      "failure_case": the domain decoder's F1 at the smallest N against SAM's decoder fine-tuned with
+        boxes and run without prompts (the paper's failure case "reproduces" when the domain decoder is
+        more than 0.05 F1 ahead).
+      "promptless": the domain decoder against SAM's decoder trained without prompts, with the domain
+        decoder's spread over seeds.
+      "handful": the domain decoder's F1 at the smallest and the largest N; "a handful suffices" when
+        the gain is at most max(0.02, twice the larger seed spread).
+    """
+    summary = summarize_sweep(records)
+    ns = sorted({int(r["n"]) for r in records if r["method"] == "domain_decoder"})
+    out: dict[str, str] = {}
+    if not ns:
+        return out
+    n0, n_max = ns[0], ns[-1]
+    dd = summary[f"domain_decoder_n{n0}"]
+    ft, ftp = summary.get(f"sam_decoder_ft_n{n0}"), summary.get(f"sam_decoder_ft_promptless_n{n0}")
+    if ft is not None:
+        verdict = (
+            "the paper's failure case reproduces" if dd["f1"] > ft["f1"] + 0.05 else "no clear failure here"
+        )
+        out["failure_case"] = (
+            f"domain decoder F1 {dd['f1']:.3f} vs SAM decoder fine-tuned with boxes, run without: "
+            f"{ft['f1']:.3f} ({verdict})"
+        )
+    if ftp is not None:
+        out["promptless"] = (
+            f"domain decoder F1 {dd['f1']:.3f} vs SAM decoder trained without prompts: {ftp['f1']:.3f} "
+            f"(difference {dd['f1'] - ftp['f1']:+.3f}; "
+            f"domain decoder's spread over seeds ±{dd['f1_std']:.3f})"
+        )
+    first, last = dd, summary[f"domain_decoder_n{n_max}"]
+    gain, spread = last["f1"] - first["f1"], max(first["f1_std"], last["f1_std"])
+    out["handful"] = (
+        f"domain decoder F1: {first['f1']:.3f} at N={n0}, {last['f1']:.3f} at N={n_max} "
+        f"(gain {gain:+.3f}, seed spread ±{spread:.3f}): "
+        + (
+            "a handful of images suffices here"
+            if gain <= max(0.02, 2 * spread)
+            else "more images still help here"
+        )
+    )
     return out
 
 
