@@ -122,14 +122,19 @@ def test_sam_decoder_box_finetuning_runs_and_leaves_sam_untouched(tiny_sam) -> N
         decoders.train_sam_decoder_with_boxes(tiny_sam, emb, boxes[:1], inst[:1], steps=1)
 
 
-def test_domain_decoder_learns_a_simple_target(tiny_sam) -> None:
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (64, 48, 3), dtype=np.uint8) for _ in range(4)]
-    emb = embed_images(tiny_sam, images, progress=False)
-    # a fixed blob in every image: a decoder that learns anything must find it
-    masks = [np.zeros((64, 48), bool) for _ in images]
+def _noise_with_blob(sam, shape: tuple[int, int], rows: slice, cols: slice, seed: int):
+    """Embeddings of four noise images and the same rectangular mask for each (a fixed blob in every
+    image: a decoder that learns anything must find it)."""
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 255, (*shape, 3), dtype=np.uint8) for _ in range(4)]
+    masks = [np.zeros(shape, bool) for _ in images]
     for m in masks:
-        m[8:40, 4:30] = True
+        m[rows, cols] = True
+    return embed_images(sam, images, progress=False), masks
+
+
+def test_domain_decoder_learns_a_simple_target(tiny_sam) -> None:
+    emb, masks = _noise_with_blob(tiny_sam, (64, 48), slice(8, 40), slice(4, 30), seed=0)
     dec, history = decoders.train_domain_decoder(emb, masks, steps=120, lr=1e-2, seed=0)
     assert np.mean(history[-10:]) < 0.5 * history[0]
     preds = decoders.predict_masks(dec, emb)
@@ -138,13 +143,8 @@ def test_domain_decoder_learns_a_simple_target(tiny_sam) -> None:
 
 
 def test_sweep_resumes_from_saved_decoders(tiny_sam, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(3)
-    images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
-    emb = embed_images(tiny_sam, images, progress=False)
-    labels = [np.zeros((64, 64), bool) for _ in images]
-    for m in labels:
-        m[10:40, 12:50] = True
-    boxes = [np.array([[12.0, 10.0, 49.0, 39.0]]) for _ in images]
+    emb, labels = _noise_with_blob(tiny_sam, (64, 64), slice(10, 40), slice(12, 50), seed=3)
+    boxes = [np.array([[12.0, 10.0, 49.0, 39.0]]) for _ in labels]
     inst = [m[None] for m in labels]
 
     def sweep(**kw):
