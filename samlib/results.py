@@ -26,9 +26,11 @@ import numpy as np
 from samlib.errors import DataNotFoundError, InvalidInputError
 
 __all__ = [
+    "COUNT_NAMES",
     "describe_recorded",
     "find_recorded",
     "check_chapter_name",
+    "is_count",
     "read_results",
     "recorded_dir",
     "results_table",
@@ -209,6 +211,17 @@ def read_results(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+COUNT_NAMES: tuple[str, ...] = ("seeds", "objects", "n", "count", "masks")
+"""Metric names that count things (printed as integers when all their values are whole)."""
+
+
+def is_count(name: str, values: Sequence[float]) -> bool:
+    """Whether a column of a metrics table holds counts: every value is whole, and the column has a
+    count's name (:data:`COUNT_NAMES`) or a value above 1 (no score in these tables exceeds 1)."""
+    integral = all(float(v).is_integer() for v in values)
+    return integral and (any(abs(v) > 1 for v in values) or name.lower() in COUNT_NAMES)
+
+
 def results_table(
     results: Mapping[str, Any],
     metrics: Sequence[str] | None = None,
@@ -220,15 +233,20 @@ def results_table(
     Arguments:
       results: ``{method: {metric: value}}``, or a whole results document (its "results" are used).
       metrics: columns to show, in order; default: every metric, in order of first appearance.
-      format: "markdown" or "html". Missing values show as "–".
+      format: "markdown" or "html". Missing values show as "–"; counts (:func:`is_count`) as integers.
     """
     inner = results.get("results", results) if isinstance(results, Mapping) else results
     clean = validate_results(inner)
     if metrics is None:
         metrics = list(dict.fromkeys(m for per in clean.values() for m in per))
-    rows = [
-        [method] + [fmt.format(per[m]) if m in per else "–" for m in metrics] for method, per in clean.items()
-    ]
+    counts = {m for m in metrics if is_count(m, [per[m] for per in clean.values() if m in per])}
+
+    def cell(per: Mapping[str, float], m: str) -> str:
+        if m not in per:
+            return "–"
+        return str(int(per[m])) if m in counts else fmt.format(per[m])
+
+    rows = [[method] + [cell(per, m) for m in metrics] for method, per in clean.items()]
     header = ["method", *metrics]
     if format == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(metrics)) + "|"]

@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from samlib.results import is_count
+
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_FILE = ROOT / "book" / "claims.yml"
 NOT_MEASURED = "not measured"
@@ -38,7 +40,6 @@ RULE = (
     "One smoke run is one seed on small data: a verdict from it says which way the comparison points "
     "here, not that the difference is significant."
 )
-COUNT_NAMES = ("seeds", "objects", "n", "count", "masks")
 
 
 def load_chapters(path: str | Path = CLAIMS_FILE) -> list[dict[str, Any]]:
@@ -144,11 +145,6 @@ def claims_table(
     return "\n".join(rows)
 
 
-def _is_count(name: str, values: Sequence[float]) -> bool:
-    integral = all(float(v).is_integer() for v in values)
-    return integral and (any(abs(v) > 1 for v in values) or name.lower() in COUNT_NAMES)
-
-
 def _format(value: float, as_int: bool) -> str:
     if math.isnan(value):
         return "–"
@@ -187,7 +183,7 @@ def compact_table(results: Mapping[str, Mapping[str, float]], first: Sequence[st
     for names, methods in _group_rows(results):
         cols = [m for m in first if m in names] + [m for m in names if m not in first]
         present = {c: [results[m][c] for m in methods if c in results[m]] for c in cols}
-        as_int = {c: _is_count(c, present[c]) for c in cols}
+        as_int = {c: is_count(c, present[c]) for c in cols}
         lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
         for m in methods:
             cells = []

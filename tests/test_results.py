@@ -104,6 +104,9 @@ def test_results_table() -> None:
     assert "<td>a&lt;b</td>" in html and html.startswith("<table>")
     with pytest.raises(InvalidInputError):
         results.results_table({"a": {"x": 1.0}}, format="latex")
+    # counts print as integers: a count's name, or whole values above 1; a whole score stays a score
+    counted = results.results_table({"a": {"iou": 1.0, "seeds": 1.0, "pixels": 1024.0}, "b": {"iou": 0.5}})
+    assert counted.splitlines()[2:] == ["| a | 1.000 | 1 | 1024 |", "| b | 0.500 | – | – |"]
 
 
 def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
