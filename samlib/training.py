@@ -5,12 +5,22 @@ PointSAM's LoRA adapters, ...) trains a few parameters on top of cached image em
 is how a batch becomes a loss; that is the caller's ``loss_fn``. What is shared lives here: AdamW with
 linear warmup and cosine decay, seeded batch order, bf16 autocast on CUDA, gradient clipping and a
 tqdm progress bar. Under ``torchrun`` :func:`fit` trains data-parallel (:mod:`samlib.distributed`).
+
+Long runs (the chapters' full settings) can keep what they train in a *resume folder*:
+:func:`resume_file` names a file by a digest of everything that decides the result (data, starting
+weights, hyper-parameters), :func:`save_trained` writes the trained weights there as soon as they exist
+and :func:`load_trained` puts them back, so a run that is interrupted and started again skips what it
+has already trained and scores what an uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,9 +29,86 @@ from tqdm.auto import tqdm
 
 from samlib import distributed
 from samlib.errors import InvalidInputError, TrainingDivergedError
-from samlib.utils import autocast_context, resolve_device
+from samlib.utils import autocast_context, resolve_device, torch_load_safe, torch_save_atomic
 
-__all__ = ["fit", "cosine_with_warmup"]
+__all__ = ["cosine_with_warmup", "fingerprint", "fit", "load_trained", "resume_file", "save_trained"]
+
+
+def fingerprint(*parts: Any) -> str:
+    """sha256 over tensors and arrays (dtype, shape and bytes), modules (their state dicts) and JSON-able
+    values, in order: two calls agree exactly when every part does."""
+    digest = hashlib.sha256()
+
+    def add(part: Any) -> None:
+        if isinstance(part, nn.Module):
+            for name, value in part.state_dict().items():
+                digest.update(name.encode())
+                add(value)
+            return
+        if isinstance(part, torch.Tensor):
+            part = part.detach().cpu()
+            part = (part.float() if part.dtype == torch.bfloat16 else part).numpy()  # numpy has no bfloat16
+        if isinstance(part, np.ndarray):
+            digest.update(f"{part.dtype}{part.shape}".encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        elif isinstance(part, (list, tuple)) and any(isinstance(p, (np.ndarray, torch.Tensor)) for p in part):
+            for p in part:
+                add(p)
+        else:
+            digest.update(json.dumps(part, sort_keys=True).encode())
+        digest.update(b"\0")
+
+    for p in parts:
+        add(p)
+    return digest.hexdigest()
+
+
+def resume_file(folder: str | Path | None, name: str, *parts: Any) -> Path | None:
+    """``folder / f"{name}_{digest}.pt"`` with the :func:`fingerprint` of ``parts`` (the folder is
+    created), or None when ``folder`` is None (nothing is saved or resumed)."""
+    if folder is None:
+        return None
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"{name}_{fingerprint(*parts)[:16]}.pt"
+
+
+def save_trained(
+    path: Path | None, modules: Mapping[str, nn.Module | None], history: list[float], seconds: float
+) -> None:
+    """Write the state dicts of ``modules`` (None entries skipped), the loss history and the training
+    time to ``path`` atomically (no-op when ``path`` is None)."""
+    if path is None:
+        return
+    states = {
+        k: {n: v.detach().cpu() for n, v in m.state_dict().items()}
+        for k, m in modules.items()
+        if m is not None
+    }
+    torch_save_atomic(
+        {"modules": states, "history": [float(h) for h in history], "seconds": float(seconds)}, path
+    )
+
+
+def load_trained(path: Path, modules: Mapping[str, nn.Module | None]) -> tuple[list[float], float]:
+    """Load a :func:`save_trained` file into ``modules`` (in place) and return (history, seconds).
+
+    Raises:
+      InvalidInputError: the file is unreadable or does not hold these modules; the message says to
+        delete it so that the run trains them again.
+    """
+    doc = torch_load_safe(path, expected="weights saved by samlib.training.save_trained")
+    try:
+        for key, module in modules.items():
+            if module is not None:
+                module.load_state_dict(doc["modules"][key])
+        return [float(h) for h in doc["history"]], float(doc["seconds"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InvalidInputError(
+            f"{path} does not hold the trained {', '.join(modules)} this run expects ({type(e).__name__}: "
+            f"{first}); delete it (or its resume folder) to train again."
+        ) from e
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int, floor: float = 0.0) -> float:

@@ -160,6 +160,35 @@ def test_finetune_changes_only_the_decoder_copy_and_lowers_the_loss(tiny_sam) ->
     assert tuned_miou > zero + 0.2  # a random tiny SAM learns these easy scenes in 60 steps (0.03 -> 0.56)
 
 
+def test_finetune_resumes_from_its_saved_decoder(
+    tiny_sam, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import samlib.methods.geosam as geosam_module
+
+    images, labels = _scenes(3, [(64, 64)])
+    emb = embed_images(tiny_sam, images, progress=False)
+    probs = [_one_hot(lab) for lab in labels]
+    token = geosam_module.class_token(tiny_sam, (1, 2), seed=0)
+    first = GeoSAM(tiny_sam, class_ids=(1, 2), prompt_token=token)
+    kw = dict(steps=4, batch_size=2, lr=1e-2, seed=0, progress=False, resume_dir=tmp_path)
+    history = first.finetune(emb, probs, labels, **kw)
+    assert len(list(tmp_path.glob("geosam_decoder_*.pt"))) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(geosam_module, "fit", no_training)
+    again = GeoSAM(
+        tiny_sam, class_ids=(1, 2), prompt_token=geosam_module.class_token(tiny_sam, (1, 2), seed=0)
+    )
+    assert again.finetune(emb, probs, labels, **kw) == history
+    assert first.decoder is not None and again.decoder is not None
+    for a, b in ((first.decoder, again.decoder), (token, again.prompt_token)):
+        assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    with pytest.raises(AssertionError, match="trained again"):  # another setting, another file
+        GeoSAM(tiny_sam, class_ids=(1, 2)).finetune(emb, probs, labels, **{**kw, "lr": 1e-3})
+
+
 def test_finetune_ablations_need_one_prompt_kind(tiny_sam) -> None:
     images, labels = _scenes(2, [(64, 64)])
     emb = embed_images(tiny_sam, images, progress=False)

@@ -178,7 +178,7 @@ def test_sweep_resumes_from_saved_decoders(tiny_sam, tmp_path: Path, monkeypatch
         )  # fmt: skip
     victim = tmp_path / "resume" / next(n for n in saved if n.startswith("domain_decoder_n2"))
     victim.write_bytes(b"not a torch file")
-    with pytest.raises(InvalidInputError, match="n_sweep"):
+    with pytest.raises(InvalidInputError, match="save_trained"):
         sweep(resume_dir=tmp_path / "resume")
 
 

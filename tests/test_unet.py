@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +65,25 @@ def test_a_few_training_steps_lower_the_loss_and_learn_the_classes() -> None:
     acc = np.mean([np.mean(p == lab) for p, lab in zip(pred, labels, strict=True)])
     background_share = np.mean([np.mean(lab == 0) for lab in labels])
     assert acc > background_share + 0.05  # better than predicting background everywhere
+
+
+def test_training_resumes_from_the_saved_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import samlib.experts.unet as unet_module
+
+    images, labels = _toy_set()
+    kw = dict(
+        n_classes=3, steps=3, batch_size=2, crop=None, base=4, depth=2, seed=0, device="cpu", progress=False
+    )
+    net, history = train_unet(images, labels, resume_dir=tmp_path, **kw)
+    assert len(list(tmp_path.glob("unet_*.pt"))) == 1
+    monkeypatch.setattr(
+        unet_module, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again"))
+    )
+    loaded, again = train_unet(images, labels, resume_dir=tmp_path, **kw)
+    assert again == history and not loaded.training
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in net.state_dict().items())
+    with pytest.raises(AssertionError, match="trained again"):  # other labels: another file
+        train_unet(images, [np.roll(lab, 1, axis=0) for lab in labels], resume_dir=tmp_path, **kw)
 
 
 def test_predict_proba_handles_mixed_sizes_and_sums_to_one() -> None:

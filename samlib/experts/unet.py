@@ -16,7 +16,9 @@ Images are (H, W, 3) uint8 RGB; label maps are (H, W) integer class indices (0 =
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samlib.errors import InvalidInputError
-from samlib.training import fit
+from samlib.training import fit, load_trained, resume_file, save_trained
 from samlib.utils import as_uint8_rgb, autocast_context, resolve_device
 
 __all__ = ["UNet", "images_to_tensor", "predict_labels", "predict_proba", "segmentation_loss", "train_unet"]
@@ -196,6 +198,7 @@ def train_unet(
     device: str | torch.device | None = None,
     progress: bool = True,
     model: UNet | None = None,
+    resume_dir: str | Path | None = None,
 ) -> tuple[UNet, list[float]]:
     """Train a :class:`UNet` on images and label maps (all of one size) and return it with its losses.
 
@@ -207,6 +210,9 @@ def train_unet(
       class_weights: "balanced" (inverse square-root class frequency), explicit weights, or None.
       augment / colour_augment: random flips and rotations / random colour mixing, gain and offset.
       model: continue training this network instead of a fresh one.
+      resume_dir: save the trained network there (under a digest of the data, the starting weights and
+        every setting) and, when a file for exactly this training exists, load it instead of training
+        (:func:`samlib.training.resume_file`): an interrupted long run picks up where it stopped.
 
     Returns:
       (UNet, list[float]): the trained network (eval mode, on ``device``) and the loss of every step.
@@ -242,6 +248,17 @@ def train_unet(
         weights = torch.tensor(list(class_weights), dtype=torch.float32, device=dev)
     torch.manual_seed(seed)
     net = (model if model is not None else UNet(3, n_classes, base, depth)).to(dev).train()
+    cw = (
+        class_weights
+        if class_weights is None or isinstance(class_weights, str)
+        else list(map(float, class_weights))
+    )
+    settings = [n_classes, steps, batch_size, crop, lr, base, depth, cw, dice_weight, augment]
+    saved = resume_file(resume_dir, "unet", settings, colour_augment, seed, net, x_all, y_np)
+    if saved is not None and saved.is_file():
+        history, _ = load_trained(saved, {"unet": net})
+        return net.eval(), history
+    t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     height, width = y_all.shape[1:]
     size = None if crop is None or crop >= min(height, width) else int(crop)
@@ -266,6 +283,7 @@ def train_unet(
         weight_decay=1e-4, warmup=min(20, steps // 10), seed=seed, device=dev, desc="train U-Net",
         progress=progress,
     )  # fmt: skip
+    save_trained(saved, {"unet": net}, history, time.perf_counter() - t0)
     return net.eval(), history
 
 

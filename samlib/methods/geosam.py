@@ -31,8 +31,10 @@ so the code is the same for the 256 px teaching model and the 1024 px ``vit_h``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +49,7 @@ from samlib.errors import InvalidInputError
 from samlib.losses import dice_focal_loss
 from samlib.metrics import semantic_scores
 from samlib.prompts import sample_fg_bg_points
-from samlib.training import fit
+from samlib.training import fingerprint, fit, load_trained, resume_file, save_trained
 from samlib.utils import autocast_context
 
 __all__ = [
@@ -565,6 +567,7 @@ class GeoSAM:
         use_dense: bool = True,
         seed: int = 0,
         progress: bool = True,
+        resume_dir: str | Path | None = None,
     ) -> list[float]:
         """Fine-tune a copy of the mask decoder (encoders frozen) and keep it as :attr:`decoder`.
 
@@ -576,6 +579,11 @@ class GeoSAM:
         trainable parameters (the projection, or the class tokens) are trained with the decoder; a
         frozen projection stays as it is.
 
+        With ``resume_dir`` the trained decoder (and token) are saved there as soon as they are trained,
+        under a digest of the data, the starting weights and every setting; a later call that would
+        train exactly the same loads them instead (:func:`samlib.training.resume_file`), so an
+        interrupted long run picks up where it stopped.
+
         Returns:
           (list[float]): the loss of every step.
         """
@@ -585,6 +593,23 @@ class GeoSAM:
         if not use_sparse and not use_dense:
             raise InvalidInputError("use_sparse and use_dense cannot both be False.")
         decoder = trainable_decoder(self.sam).to(self.device)
+        modules = {"decoder": decoder, "prompt_token": self.prompt_token}
+        saved = None
+        if resume_dir is not None:
+            settings = [steps, batch_size, lr, weight_decay, use_sparse, use_dense, seed, self.class_ids]
+            settings += [self.n_fg, self.n_bg, self.fg_thresh, self.bg_thresh]
+            start = fingerprint(
+                self.sam.prompt_encoder, decoder, *([] if self.prompt_token is None else [self.prompt_token])
+            )
+            data = fingerprint(
+                embedded.embeddings, [np.asarray(p) for p in probs], [np.asarray(t) for t in targets]
+            )
+            saved = resume_file(resume_dir, "geosam_decoder", settings, start, data)
+            if saved is not None and saved.is_file():
+                history, _ = load_trained(saved, modules)
+                self.decoder = decoder.eval()
+                return history
+        t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
         target_t = [torch.as_tensor(np.asarray(t)) for t in targets]
         usable = [
@@ -624,6 +649,7 @@ class GeoSAM:
             desc="fine-tune decoder", progress=progress,
         )  # fmt: skip
         self.decoder = decoder.eval()
+        save_trained(saved, modules, history, time.perf_counter() - t0)
         return history
 
 

@@ -26,8 +26,6 @@ connected components that fall inside some box (object precision).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,7 +51,8 @@ from samlib.errors import InvalidInputError
 from samlib.metrics import best_match_ious, iou, object_scores, segmentation_scores
 from samlib.predict import PromptPredictor
 from samlib.prompts import box_from_mask, center_point
-from samlib.utils import resolve_device, torch_load_safe, torch_save_atomic
+from samlib.training import fingerprint, load_trained, resume_file, save_trained
+from samlib.utils import resolve_device
 
 __all__ = [
     "METHODS",
@@ -356,11 +355,9 @@ def n_sweep(
     models: dict[tuple[str, int], nn.Module] = {}
     histories: dict[tuple[str, int], list[float]] = {}
     indices: dict[tuple[int, int], list[int]] = {}
-    folder = None if resume_dir is None else Path(resume_dir)
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
+    if resume_dir is not None:
         # the starting point of both SAM-decoder methods (a different SAM must not reuse them)
-        sam_digest = _digest(
+        sam_digest = fingerprint(
             *(v for m in (sam.prompt_encoder, sam.mask_decoder) for v in m.state_dict().values())
         )
     for method, n, seed in tqdm(jobs, desc="Delta-N sweep", disable=not progress):
@@ -369,49 +366,55 @@ def n_sweep(
         idx = indices[(n, seed)]
         emb = train_embedded.subset(idx)
         labels = [train_labels[i] for i in idx]
-        model: nn.Module
         saved = None
-        if folder is not None:
+        if resume_dir is not None:
             box_data: list[Any] = []
             if method == "sam_decoder_ft":
                 assert train_boxes is not None and train_instances is not None
                 box_data = [np.asarray(a) for i in idx for a in (train_boxes[i], train_instances[i])]
             lr = domain_lr if method == "domain_decoder" else sam_lr
-            key = _digest(
+            saved = resume_file(
+                resume_dir,
+                f"{method}_n{n}_seed{seed}",
                 {"method": method, "n": n, "seed": seed, "steps": steps, "lr": lr, "batch_size": batch_size},
                 "" if method == "domain_decoder" else sam_digest,
                 emb.embeddings,
                 *labels,
                 *box_data,
             )
-            saved = folder / f"{method}_n{n}_seed{seed}_{key[:16]}.pt"
+        model: nn.Module
         t0 = time.perf_counter()
-        loaded = saved is not None and saved.is_file()
-        if loaded:
-            assert saved is not None
-            model, hist, train_s = _load_sweep_model(saved, method, sam, emb, device)
-        elif method == "domain_decoder":
-            model, hist = train_domain_decoder(emb, labels, steps, batch_size, domain_lr, seed, device=device)
-        elif method == "sam_decoder_ft":
-            assert train_boxes is not None and train_instances is not None
-            model, hist = train_sam_decoder_with_boxes(
-                sam,
-                emb,
-                [train_boxes[i] for i in idx],
-                [train_instances[i] for i in idx],
-                steps,
-                batch_size,
-                sam_lr,
-                seed,
-                device=device,
-            )
+        if saved is not None and saved.is_file():
+            if method == "domain_decoder":
+                model = DomainDecoder(int(emb.embeddings.shape[1]))
+            else:
+                model = PromptlessSamDecoder(sam)
+            hist, train_s = load_trained(saved, {"decoder": model})
+            model.to(resolve_device(device, default=torch.device("cpu"))).eval()
         else:
-            model, hist = train_sam_decoder(sam, emb, labels, steps, batch_size, sam_lr, seed, device=device)
-        if not loaded:
+            if method == "domain_decoder":
+                model, hist = train_domain_decoder(
+                    emb, labels, steps, batch_size, domain_lr, seed, device=device
+                )
+            elif method == "sam_decoder_ft":
+                assert train_boxes is not None and train_instances is not None
+                model, hist = train_sam_decoder_with_boxes(
+                    sam,
+                    emb,
+                    [train_boxes[i] for i in idx],
+                    [train_instances[i] for i in idx],
+                    steps,
+                    batch_size,
+                    sam_lr,
+                    seed,
+                    device=device,
+                )
+            else:
+                model, hist = train_sam_decoder(
+                    sam, emb, labels, steps, batch_size, sam_lr, seed, device=device
+                )
             train_s = time.perf_counter() - t0
-            if saved is not None:
-                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                torch_save_atomic({"state_dict": state, "history": hist, "train_seconds": train_s}, saved)
+            save_trained(saved, {"decoder": model}, hist, train_s)
         preds = predict_masks(model, test_embedded)
         rec: dict[str, Any] = {
             "method": method,
@@ -427,44 +430,6 @@ def n_sweep(
             models[(method, n)] = model
             histories[(method, n)] = hist
     return SweepResult(records, models, histories, indices)
-
-
-def _digest(*parts: Any) -> str:
-    """sha256 over tensors, arrays (dtype, shape and bytes) and JSON-able values, in order."""
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, torch.Tensor):
-            part = part.detach().cpu().float().numpy()  # float() also takes bfloat16 embeddings
-        if isinstance(part, np.ndarray):
-            h.update(f"{part.dtype}{part.shape}".encode())
-            h.update(np.ascontiguousarray(part).tobytes())
-        else:
-            h.update(json.dumps(part, sort_keys=True).encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _load_sweep_model(
-    path: Path, method: str, sam: Sam, embedded: EmbeddedImages, device: torch.device | str | None
-) -> tuple[nn.Module, list[float], float]:
-    """A decoder saved by :func:`n_sweep` (``resume_dir``): the model in eval mode on ``device``, its loss
-    history and the seconds its training took when it was trained."""
-    doc = torch_load_safe(path, expected="a decoder saved by samlib.methods.planetary.n_sweep")
-    model: nn.Module
-    if method == "domain_decoder":
-        model = DomainDecoder(int(embedded.embeddings.shape[1]))
-    else:
-        model = PromptlessSamDecoder(sam)
-    try:
-        model.load_state_dict(doc["state_dict"])
-        history, train_s = [float(v) for v in doc["history"]], float(doc["train_seconds"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise InvalidInputError(
-            f"{path} is not a {METHODS[method]} saved by this version of n_sweep ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); delete it (or the resume folder) to train again."
-        ) from e
-    model.to(resolve_device(device, default=torch.device("cpu"))).eval()
-    return model, history, train_s
 
 
 SWEEP_METRICS: tuple[str, ...] = ("miou", "f1", "accuracy", "precision", "recall")
