@@ -289,21 +289,21 @@ def find_recorded(
     return read_results(path) if path.is_file() else None
 
 
-def describe_recorded(doc: Mapping[str, Any], model: str) -> str:
+def describe_recorded(doc: Mapping[str, Any], model: str, checkpoint_sha256: str) -> str:
     """One line on where a recorded run comes from, for a chapter to print above its numbers.
 
     Arguments:
       doc: a results document (:func:`find_recorded`); its "extra" may hold "model", "seed",
         "runtime_s" and "checkpoint_sha256" (chapters record them).
       model: the model this build runs (the chapter's ``model`` parameter).
+      checkpoint_sha256: the sha256 of the checkpoint ``model`` resolves to here
+        (:func:`samlib.bench.checkpoint_sha256`).
 
     Returns:
-      (str): device, model, seed and run time of the recording, and whether its checkpoint is the one
-      ``model`` resolves to here — files written before chapters recorded their checkpoint say so and
-      point to the results folder's README, which lists it.
+      (str): device, model, seed and run time of the recording, and whether its checkpoint is this
+      build's — files written before chapters recorded their checkpoint say so and point to the results
+      folder's README, which lists it.
     """
-    from samlib.bench import checkpoint_sha256  # bench imports this module
-
     extra = doc.get("extra") or {}
     parts = [f"device {doc.get('device', '?')}", f"model {extra.get('model', '?')}"]
     if "seed" in extra:
@@ -313,7 +313,7 @@ def describe_recorded(doc: Mapping[str, Any], model: str) -> str:
     recorded_sha = extra.get("checkpoint_sha256")
     if not recorded_sha:
         checkpoint = "the file does not record its checkpoint (results/README.md lists it)"
-    elif extra.get("model") == model and recorded_sha == checkpoint_sha256(model):
+    elif extra.get("model") == model and recorded_sha == checkpoint_sha256:
         checkpoint = "the same checkpoint as this build"
     else:
         checkpoint = (

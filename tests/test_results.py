@@ -142,24 +142,16 @@ def test_recorded_runs_in_the_repository_are_valid() -> None:
 
 
 def test_describe_recorded_says_whether_the_checkpoint_is_this_builds() -> None:
-    from samlib.bench import checkpoint_sha256
-
+    here = "cd" * 32  # the sha256 of this build's checkpoint
     doc = {"chapter": "04_x", "setting": "full", "device": "cpu", "results": {"m": {"a": 1.0}}}
-    old = results.describe_recorded(
-        {**doc, "extra": {"model": "teaching", "seed": 0, "runtime_s": 5400}}, "teaching"
-    )
+
+    def describe(extra: dict, model: str = "teaching") -> str:
+        return results.describe_recorded({**doc, "extra": extra}, model, here)
+
+    old = describe({"model": "teaching", "seed": 0, "runtime_s": 5400})
     assert old.startswith("recorded run: device cpu, model teaching, seed 0, 90 min;")
     assert "does not record its checkpoint" in old
-    here = checkpoint_sha256("teaching")
-    assert here != "missing"
-    same = results.describe_recorded(
-        {**doc, "extra": {"model": "teaching", "checkpoint_sha256": here}}, "teaching"
-    )
-    assert "the same checkpoint as this build" in same
-    other = results.describe_recorded(
-        {**doc, "extra": {"model": "teaching", "checkpoint_sha256": "ab" * 32}}, "teaching"
-    )
+    assert "the same checkpoint as this build" in describe({"model": "teaching", "checkpoint_sha256": here})
+    other = describe({"model": "teaching", "checkpoint_sha256": "ab" * 32})
     assert "not the one this build runs" in other and "abababababab" in other
-    assert "not the one" in results.describe_recorded(
-        {**doc, "extra": {"model": "teaching", "checkpoint_sha256": here}}, "vit_h"
-    )
+    assert "not the one" in describe({"model": "teaching", "checkpoint_sha256": here}, model="vit_h")
