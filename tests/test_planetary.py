@@ -202,6 +202,16 @@ def test_sweep_findings_read_the_records() -> None:
     ]
     found = P.sweep_findings(climbing)
     assert set(found) == {"handful"} and found["handful"].endswith("more images still help here")
+    # a gain inside twice the seed spread: on average more helps, but the draw matters as much
+    noisy = [
+        {**r, "f1": r["f1"] + (0.06 if r["n"] == 50 else 0.0) + (0.1 if r["seed"] else -0.1)}
+        for r in records
+        if r["method"] == "domain_decoder"
+    ]
+    found = P.sweep_findings(noisy)
+    assert "gain +0.070" in found["handful"] and "which few images are drawn matters" in found["handful"]
+    # one N only: nothing to say about the curve
+    assert "handful" not in P.sweep_findings([r for r in records if r["n"] == 5])
     assert P.sweep_findings([]) == {}
 
 

@@ -464,8 +464,11 @@ def sweep_findings(records: Sequence[dict[str, Any]]) -> dict[str, str]:
         more than 0.05 F1 ahead).
       "promptless": the domain decoder against SAM's decoder trained without prompts, with the domain
         decoder's spread over seeds.
-      "handful": the domain decoder's F1 at the smallest and the largest N; "a handful suffices" when
-        the gain is at most max(0.02, twice the larger seed spread).
+      "handful" (only when the sweep has two or more N): the domain decoder's F1 at the smallest and
+        the largest N, read three ways: "a handful suffices" when the gain is at most 0.02; "more
+        images help on average, within the spread over draws" when it is at most twice the larger
+        seed spread (the choice of the few images matters as much as their number); otherwise "more
+        images still help".
     """
     summary = summarize_sweep(records)
     ns = sorted({int(r["n"]) for r in records if r["method"] == "domain_decoder"})
@@ -489,16 +492,22 @@ def sweep_findings(records: Sequence[dict[str, Any]]) -> dict[str, str]:
             f"(difference {dd['f1'] - ftp['f1']:+.3f}; "
             f"domain decoder's spread over seeds ±{dd['f1_std']:.3f})"
         )
+    if n_max == n0:
+        return out
     first, last = dd, summary[f"domain_decoder_n{n_max}"]
     gain, spread = last["f1"] - first["f1"], max(first["f1_std"], last["f1_std"])
+    if gain <= 0.02:
+        reading = "a handful of images suffices here"
+    elif gain <= 2 * spread:
+        reading = (
+            "more images help on average, by less than twice the spread over draws: "
+            "which few images are drawn matters as much as how many"
+        )
+    else:
+        reading = "more images still help here"
     out["handful"] = (
         f"domain decoder F1: {first['f1']:.3f} at N={n0}, {last['f1']:.3f} at N={n_max} "
-        f"(gain {gain:+.3f}, seed spread ±{spread:.3f}): "
-        + (
-            "a handful of images suffices here"
-            if gain <= max(0.02, 2 * spread)
-            else "more images still help here"
-        )
+        f"(gain {gain:+.3f}, seed spread ±{spread:.3f}): {reading}"
     )
     return out
 
