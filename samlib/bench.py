@@ -43,6 +43,8 @@ import tomllib
 from tqdm.auto import tqdm
 
 from samlib.errors import InvalidInputError
+from samlib.models import SAM_CHECKPOINTS, checkpoint_path, sha256_file
+from samlib.teaching.model import TEACHING_CHECKPOINT
 from samlib.results import write_text_atomic
 
 __all__ = ["BenchRun", "load_benchmark", "run_benchmark", "main"]
@@ -97,28 +99,19 @@ def load_benchmark(path: str | Path) -> tuple[str, list[BenchRun]]:
     return str(spec.get("name", path.stem)), runs
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def checkpoint_sha256(model: str) -> str:
-    """sha256 of the checkpoint file ``model`` resolves to ("missing" if it is not on disk)."""
-    from samlib import models
+    """sha256 of the checkpoint file ``model`` resolves to ("missing" if it is not on disk).
 
+    ``model`` is what :func:`samlib.models.load_sam` takes: "teaching", an official name ("vit_b",
+    "vit_l", "vit_h": the file in the download cache) or the path of a checkpoint file.
+    """
     if model == "teaching":
-        candidates = [ROOT / "samlib" / "weights" / "teaching_sam.pt"]
-    elif model in models.SAM_CHECKPOINTS:
-        candidates = [models.cache_dir() / Path(models.SAM_CHECKPOINTS[model].url).name]
+        path = TEACHING_CHECKPOINT
+    elif model in SAM_CHECKPOINTS:
+        path = checkpoint_path(model)
     else:
-        candidates = [Path(model).expanduser()]
-    for c in candidates:
-        if c.is_file():
-            return _sha256(c)
-    return "missing"
+        path = Path(model).expanduser()
+    return sha256_file(path) if path.is_file() else "missing"
 
 
 def samlib_commit() -> str:
@@ -137,7 +130,13 @@ def samlib_commit() -> str:
 
 def run_key(run: BenchRun, commit: str, checkpoint: str) -> str:
     """Digest of what decides a run's result: notebook bytes, parameters, model, checkpoint, commit."""
-    parts = [_sha256(run.notebook), json.dumps(run.parameters, sort_keys=True), run.model, checkpoint, commit]
+    parts = [
+        sha256_file(run.notebook),
+        json.dumps(run.parameters, sort_keys=True),
+        run.model,
+        checkpoint,
+        commit,
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

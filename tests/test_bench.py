@@ -170,3 +170,23 @@ def test_results_page_section_from_the_runner_output(tmp_path: Path) -> None:
     assert "seed 2 breaks" in section
     sha = book_results.load_bench(tmp_path / "bench" / "smoke")[0]["checkpoint_sha256"]
     assert f"`{sha[:12]}`" in section
+
+
+def test_checkpoint_sha256_finds_each_kind_of_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from samlib.bench import checkpoint_sha256
+    from samlib.models import checkpoint_path, sha256_file
+    from samlib.teaching.model import TEACHING_CHECKPOINT
+
+    monkeypatch.setenv("SAMLIB_CACHE", str(tmp_path / "cache"))
+    assert checkpoint_sha256("vit_b") == "missing"
+    # an official checkpoint is read where load_sam downloads it to
+    official = checkpoint_path("vit_b")
+    official.parent.mkdir(parents=True)
+    official.write_bytes(b"weights")
+    assert checkpoint_sha256("vit_b") == hashlib.sha256(b"weights").hexdigest()
+    own = tmp_path / "mine.pt"
+    own.write_bytes(b"other weights")
+    assert checkpoint_sha256(str(own)) == hashlib.sha256(b"other weights").hexdigest()
+    assert checkpoint_sha256("teaching") == sha256_file(TEACHING_CHECKPOINT)
