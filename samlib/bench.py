@@ -44,8 +44,8 @@ from tqdm.auto import tqdm
 
 from samlib.errors import InvalidInputError
 from samlib.models import SAM_CHECKPOINTS, checkpoint_path, sha256_file
-from samlib.teaching.model import TEACHING_CHECKPOINT
 from samlib.results import write_text_atomic
+from samlib.teaching.model import TEACHING_CHECKPOINT
 
 __all__ = ["BenchRun", "load_benchmark", "run_benchmark", "main"]
 
