@@ -27,7 +27,7 @@ connected components that fall inside some box (object precision).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,6 +297,10 @@ METHODS: dict[str, str] = {
 }
 
 
+# trains one decoder: (embeddings of the N images, their pool indices, their labels, seed) -> (model, losses)
+_Trainer = Callable[[EmbeddedImages, list[int], list[np.ndarray], int], tuple[nn.Module, list[float]]]
+
+
 def n_sweep(
     sam: Sam,
     train_embedded: EmbeddedImages,
@@ -360,12 +364,40 @@ def n_sweep(
         sam_digest = fingerprint(
             *(v for m in (sam.prompt_encoder, sam.mask_decoder) for v in m.state_dict().values())
         )
+
+    # One entry per method: (an untrained decoder that saved weights load into, the training call).
+    # Both branches below read this table, so loading and training cannot disagree on the class.
+    def train_with_boxes(
+        emb: EmbeddedImages, idx: list[int], labels: list[np.ndarray], seed: int
+    ) -> tuple[nn.Module, list[float]]:
+        assert train_boxes is not None and train_instances is not None
+        boxes, instances = [train_boxes[i] for i in idx], [train_instances[i] for i in idx]
+        return train_sam_decoder_with_boxes(
+            sam, emb, boxes, instances, steps, batch_size, sam_lr, seed, device=device
+        )
+
+    builders: dict[str, tuple[Callable[[EmbeddedImages], nn.Module], _Trainer]] = {
+        "domain_decoder": (
+            lambda emb: DomainDecoder(int(emb.embeddings.shape[1])),
+            lambda emb, idx, labels, seed: train_domain_decoder(
+                emb, labels, steps, batch_size, domain_lr, seed, device=device
+            ),
+        ),
+        "sam_decoder_ft": (lambda emb: PromptlessSamDecoder(sam), train_with_boxes),
+        "sam_decoder_ft_promptless": (
+            lambda emb: PromptlessSamDecoder(sam),
+            lambda emb, idx, labels, seed: train_sam_decoder(
+                sam, emb, labels, steps, batch_size, sam_lr, seed, device=device
+            ),
+        ),
+    }
     for method, n, seed in tqdm(jobs, desc="Delta-N sweep", disable=not progress):
         if (n, seed) not in indices:
             indices[(n, seed)] = sorted(np.random.default_rng(1000 * seed + n).permutation(pool)[:n].tolist())
         idx = indices[(n, seed)]
         emb = train_embedded.subset(idx)
         labels = [train_labels[i] for i in idx]
+        blank, train = builders[method]
         saved = None
         if resume_dir is not None:
             box_data: list[Any] = []
@@ -385,34 +417,11 @@ def n_sweep(
         model: nn.Module
         t0 = time.perf_counter()
         if saved is not None and saved.is_file():
-            if method == "domain_decoder":
-                model = DomainDecoder(int(emb.embeddings.shape[1]))
-            else:
-                model = PromptlessSamDecoder(sam)
+            model = blank(emb)
             hist, train_s = load_trained(saved, {"decoder": model})
             model.to(resolve_device(device, default=torch.device("cpu"))).eval()
         else:
-            if method == "domain_decoder":
-                model, hist = train_domain_decoder(
-                    emb, labels, steps, batch_size, domain_lr, seed, device=device
-                )
-            elif method == "sam_decoder_ft":
-                assert train_boxes is not None and train_instances is not None
-                model, hist = train_sam_decoder_with_boxes(
-                    sam,
-                    emb,
-                    [train_boxes[i] for i in idx],
-                    [train_instances[i] for i in idx],
-                    steps,
-                    batch_size,
-                    sam_lr,
-                    seed,
-                    device=device,
-                )
-            else:
-                model, hist = train_sam_decoder(
-                    sam, emb, labels, steps, batch_size, sam_lr, seed, device=device
-                )
+            model, hist = train(emb, idx, labels, seed)
             train_s = time.perf_counter() - t0
             save_trained(saved, {"decoder": model}, hist, train_s)
         preds = predict_masks(model, test_embedded)
