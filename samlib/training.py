@@ -65,7 +65,11 @@ def fingerprint(*parts: Any) -> str:
 
 def resume_file(folder: str | Path | None, name: str, *parts: Any) -> Path | None:
     """``folder / f"{name}_{digest}.pt"`` with the :func:`fingerprint` of ``parts`` (the folder is
-    created), or None when ``folder`` is None (nothing is saved or resumed)."""
+    created), or None when ``folder`` is None (nothing is saved or resumed).
+
+    The digest is bit-exact: float inputs computed with another number of CPU threads (or on another
+    device) differ in their last bits, so they get another file and the network is trained again.
+    """
     if folder is None:
         return None
     out = Path(folder)
