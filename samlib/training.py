@@ -68,7 +68,7 @@ def resume_file(folder: str | Path | None, name: str, *parts: Any) -> Path | Non
     created), or None when ``folder`` is None (nothing is saved or resumed).
 
     The digest is bit-exact: float inputs computed with another number of CPU threads (or on another
-    device) differ in their last bits, so they get another file and the network is trained again.
+    device) can differ in their last bits; then they get another file and the network is trained again.
     """
     if folder is None:
         return None
