@@ -598,6 +598,13 @@ class GeoSAM:
         if resume_dir is not None:
             settings = [steps, batch_size, lr, weight_decay, use_sparse, use_dense, seed, self.class_ids]
             settings += [self.n_fg, self.n_bg, self.fg_thresh, self.bg_thresh]
+            # A state dict does not say which parameters train: a token with a frozen projection must not
+            # load the file of the same token trained whole. Added only when something is frozen, so the
+            # files of fully trainable tokens keep their names.
+            token = self.prompt_token
+            frozen = [n for n, p in token.named_parameters() if not p.requires_grad] if token else []
+            if frozen:
+                settings.append({"frozen": frozen})
             start = fingerprint(
                 self.sam.prompt_encoder, decoder, *([] if self.prompt_token is None else [self.prompt_token])
             )
