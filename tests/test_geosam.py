@@ -189,6 +189,25 @@ def test_finetune_resumes_from_its_saved_decoder(
         GeoSAM(tiny_sam, class_ids=(1, 2)).finetune(emb, probs, labels, **{**kw, "lr": 1e-3})
 
 
+def test_resumed_finetune_tells_a_frozen_projection_from_a_trained_one(tiny_sam, tmp_path: Path) -> None:
+    import samlib.methods.geosam as geosam_module
+
+    images, labels = _scenes(2, [(64, 64)])
+    emb = embed_images(tiny_sam, images, progress=False)
+    probs = [_one_hot(lab) for lab in labels]
+    text = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
+    kw = dict(steps=3, batch_size=2, lr=1e-2, seed=0, progress=False, resume_dir=tmp_path)
+    whole = geosam_module.text_token(tiny_sam, text, (1, 2), seed=0)
+    GeoSAM(tiny_sam, class_ids=(1, 2), prompt_token=whole).finetune(emb, probs, labels, **kw)
+    # the same token with its projection frozen: same state dict at the start, but another training
+    frozen = geosam_module.text_token(tiny_sam, text, (1, 2), freeze_projection=True, seed=0)
+    assert frozen.proj is not None
+    start = frozen.proj.weight.detach().clone()
+    GeoSAM(tiny_sam, class_ids=(1, 2), prompt_token=frozen).finetune(emb, probs, labels, **kw)
+    assert len(list(tmp_path.glob("geosam_decoder_*.pt"))) == 2
+    assert torch.equal(frozen.proj.weight, start)
+
+
 def test_finetune_ablations_need_one_prompt_kind(tiny_sam) -> None:
     images, labels = _scenes(2, [(64, 64)])
     emb = embed_images(tiny_sam, images, progress=False)
